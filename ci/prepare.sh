@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs and starts everything keda-harness's tests and main job need on a fresh Debian machine (run as root).
+# Idempotent: a second run only checks. Every step says what it does; a failing step names itself.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+step() { printf '\n==> %s\n' "$*"; }
+need_root() { [ "$(id -u)" = 0 ] || { echo "ci/prepare.sh installs packages: run it as root (or with sudo)." >&2; exit 1; }; }
+
+# --- Debian packages -------------------------------------------------------------------------------------------
+# postgresql: server binaries for the local PostgreSQL provider; docker.io: the daemon for the container provider
+# and the kind backend's testcontainers; debootstrap: builds the offline PostgreSQL image (no registry here).
+apt_pkgs=(postgresql postgresql-client docker.io debootstrap iproute2 ca-certificates curl)
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  step "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian keeps the server binaries off PATH; the harness also looks in /usr/lib/postgresql/*/bin.
+
+# --- Python clients for the conformance tests ---------------------------------------------------------------
+step "Python clients (requirements in tests/conformance/python/requirements.txt)"
+if [ -f "$here/tests/conformance/python/requirements.txt" ]; then
+  python3 -m pip install -q --disable-pip-version-check -r "$here/tests/conformance/python/requirements.txt"
+fi
+
+# --- Go toolchain check --------------------------------------------------------------------------------------
+command -v go >/dev/null || { echo "Go is required (KEDA, kube-apiserver and etcd are built from Go modules): install Go >= 1.26." >&2; exit 1; }
+
+echo
+echo "prepare: done"
