@@ -2,7 +2,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "keda-harness", version, about = "Reproduce KEDA + Azure Workload Identity + PostgreSQL behaviour offline")]
+#[command(
+    name = "keda-harness",
+    version,
+    about = "Reproduce KEDA + Azure Workload Identity + PostgreSQL behaviour offline"
+)]
 enum Cli {
     /// Print the KEDA version catalog.
     Catalog,

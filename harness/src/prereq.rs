@@ -63,7 +63,9 @@ pub fn require(tier: Tier, check: impl FnOnce() -> Result<(), String>) -> bool {
             panic!("required tier `{tier}` is missing (KEDA_HARNESS_REQUIRE): {reason}")
         }
         Err(reason) => {
-            eprintln!("SKIPPED [{tier}]: {reason} (set KEDA_HARNESS_REQUIRE={tier} to fail instead)");
+            eprintln!(
+                "SKIPPED [{tier}]: {reason} (set KEDA_HARNESS_REQUIRE={tier} to fail instead)"
+            );
             false
         }
     }

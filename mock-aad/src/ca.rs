@@ -182,6 +182,17 @@ fn san(name: &str) -> Result<SanType, CaError> {
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
+    let valid = !name.is_empty()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+        });
+    if !valid {
+        return Err(CaError::BadName {
+            name: name.to_string(),
+        });
+    }
     let dns = name.to_string().try_into().map_err(|_| CaError::BadName {
         name: name.to_string(),
     })?;
