@@ -1,0 +1,248 @@
+//! A private `/etc/hosts` for one process, via a mount namespace (`unshare --mount` + a bind mount).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::EgressError;
+
+/// How the mount namespace is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnshareMode {
+    /// `unshare --mount` (root or CAP_SYS_ADMIN).
+    Mount,
+    /// `unshare --user --map-root-user --mount` (unprivileged user namespaces; the process sees itself as root).
+    UserAndMount,
+}
+
+impl UnshareMode {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            UnshareMode::Mount => &["--mount"],
+            UnshareMode::UserAndMount => &["--user", "--map-root-user", "--mount"],
+        }
+    }
+}
+
+/// Names mapped to loopback addresses for the processes wrapped by [`PrivateHosts::wrap`].
+///
+/// The hosts file lives as long as this value; a running process keeps its bind mount even after that.
+/// `unshare` makes the new namespace's mounts private, so the machine's own `/etc/hosts` is never touched.
+#[derive(Debug)]
+pub struct PrivateHosts {
+    entries: Vec<(String, IpAddr)>,
+    mode: UnshareMode,
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl PrivateHosts {
+    /// Writes a hosts file: the given entries first (so they win), then the machine's `/etc/hosts` without any
+    /// line naming one of them. Fails with [`EgressError::UnshareNotPermitted`] when no mount namespace can be
+    /// made here, so callers learn it before starting anything.
+    pub fn new<N: Into<String>>(
+        entries: impl IntoIterator<Item = (N, IpAddr)>,
+    ) -> Result<Self, EgressError> {
+        let entries: Vec<(String, IpAddr)> = entries
+            .into_iter()
+            .map(|(n, ip)| (n.into().to_ascii_lowercase(), ip))
+            .collect();
+        for (name, _) in &entries {
+            if !is_host_name(name) {
+                return Err(EgressError::BadHostName { name: name.clone() });
+            }
+        }
+        let mode = unshare_mode()?;
+        let dir = tempfile::Builder::new()
+            .prefix("keda-harness-hosts-")
+            .tempdir()
+            .map_err(|source| EgressError::WriteHosts {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let file = dir.path().join("hosts");
+        let machine_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write(&file, render_hosts(&entries, &machine_hosts)).map_err(|source| {
+            EgressError::WriteHosts {
+                path: file.clone(),
+                source,
+            }
+        })?;
+        Ok(PrivateHosts {
+            entries,
+            mode,
+            _dir: dir,
+            file,
+        })
+    }
+
+    pub fn entries(&self) -> &[(String, IpAddr)] {
+        &self.entries
+    }
+
+    /// The file bind-mounted over `/etc/hosts` in wrapped processes.
+    pub fn hosts_file(&self) -> &Path {
+        &self.file
+    }
+
+    pub fn mode(&self) -> UnshareMode {
+        self.mode
+    }
+
+    /// A command that runs `cmd` (program, arguments, environment changes, working directory) inside a new
+    /// mount namespace whose `/etc/hosts` is [`hosts_file`](Self::hosts_file). Set stdio on the result: it
+    /// cannot be copied from `cmd`. `cmd.env_clear()` is not visible through `std::process::Command` and is
+    /// therefore not carried over.
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut wrapped = Command::new("unshare");
+        wrapped.args(self.mode.args());
+        // `$1` is the hosts file; the rest is the real command, exec'd so signals and exit status are its own.
+        wrapped.args([
+            "--",
+            "/bin/sh",
+            "-c",
+            r#"mount --bind "$1" /etc/hosts || exit 111; shift; exec "$@""#,
+            "keda-harness-private-hosts",
+        ]);
+        wrapped.arg(&self.file);
+        wrapped.arg(cmd.get_program());
+        wrapped.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
+    }
+}
+
+fn render_hosts(entries: &[(String, IpAddr)], machine_hosts: &str) -> String {
+    let mut out =
+        String::from("# keda-harness private /etc/hosts (mount namespace of one process)\n");
+    for (name, ip) in entries {
+        let _ = writeln!(out, "{ip}\t{name}");
+    }
+    out.push_str("# the machine's /etc/hosts, without the names above\n");
+    for line in machine_hosts.lines() {
+        let names_a_mapped_host = line
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .any(|n| entries.iter().any(|(e, _)| e.eq_ignore_ascii_case(n)));
+        if !names_a_mapped_host {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Probes once per process which `unshare` form works here.
+fn unshare_mode() -> Result<UnshareMode, EgressError> {
+    static MODE: OnceLock<Result<UnshareMode, String>> = OnceLock::new();
+    MODE.get_or_init(|| {
+        let mut failures = Vec::new();
+        for mode in [UnshareMode::Mount, UnshareMode::UserAndMount] {
+            let out = Command::new("unshare")
+                .args(mode.args())
+                .args(["--", "/bin/sh", "-c", "mount --bind /etc/hosts /etc/hosts"])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => return Ok(mode),
+                Ok(o) => failures.push(format!(
+                    "`unshare {}` + bind mount: {} {}",
+                    mode.args().join(" "),
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => {
+                    failures.push(format!("cannot run `unshare` (util-linux): {e}"));
+                    break;
+                }
+            }
+        }
+        Err(failures.join("; "))
+    })
+    .clone()
+    .map_err(|detail| EgressError::UnshareNotPermitted { detail })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_names_come_first_and_shadowing_machine_lines_are_dropped() {
+        let entries = vec![(
+            "postgres.postgres.database.azure.com".to_string(),
+            "127.0.0.23".parse().unwrap(),
+        )];
+        let machine = "127.0.0.1\tlocalhost\n10.0.0.9 postgres.postgres.database.azure.com other\n";
+        let rendered = render_hosts(&entries, machine);
+        let first_mapping = rendered.lines().find(|l| !l.starts_with('#')).unwrap();
+        assert_eq!(
+            first_mapping,
+            "127.0.0.23\tpostgres.postgres.database.azure.com"
+        );
+        assert!(rendered.contains("127.0.0.1\tlocalhost"));
+        assert!(!rendered.contains("10.0.0.9"));
+    }
+
+    #[test]
+    fn host_names_are_validated() {
+        assert!(is_host_name("login.microsoftonline.com"));
+        assert!(!is_host_name("bad name"));
+        assert!(!is_host_name("a..b"));
+        assert!(matches!(
+            PrivateHosts::new([("bad/name", "127.0.0.1".parse().unwrap())]),
+            Err(EgressError::BadHostName { .. })
+        ));
+    }
+
+    #[test]
+    fn a_wrapped_process_resolves_the_private_names_and_the_machine_does_not() {
+        let hosts = match PrivateHosts::new([(
+            "postgres.postgres.database.azure.com",
+            "127.0.0.23".parse().unwrap(),
+        )]) {
+            Ok(h) => h,
+            Err(e @ EgressError::UnshareNotPermitted { .. }) => {
+                // Not root and no user namespaces: the error must say what to do.
+                let msg = e.to_string();
+                assert!(msg.contains("run as root"), "{msg}");
+                eprintln!("SKIPPED: {msg}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut cmd = Command::new("getent");
+        cmd.args(["hosts", "postgres.postgres.database.azure.com"]);
+        let out = hosts.wrap(&cmd).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert!(line.starts_with("127.0.0.23 "), "{line}");
+        // The bind mount stayed inside the child's namespace.
+        let machine = std::fs::read_to_string("/etc/hosts").unwrap();
+        assert!(!machine.contains("127.0.0.23\tpostgres.postgres.database.azure.com"));
+    }
+}
