@@ -1,0 +1,147 @@
+//! Expectations per KEDA version range, and what they mean for a given manifest and row count.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ScenarioError, Step, TriggerFacts};
+
+/// What a KEDA version must do with the scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// A semver range of KEDA versions, e.g. `<2.15.0` or `>=2.15.0, <2.18.0`.
+    pub keda: String,
+    pub outcome: Outcome,
+    /// Text the scaler error must carry (a `KEDAScalerFailed` event message), for `scaler-error`.
+    #[serde(default)]
+    pub error_contains: Option<String>,
+    pub jobs: JobsExpectation,
+    pub token_requests: TokenRequests,
+    #[serde(default)]
+    pub then: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Jobs are created for the rows.
+    Scales,
+    /// The scaler fails; a `KEDAScalerFailed` event carries `error_contains`.
+    ScalerError,
+}
+
+/// How many Jobs labelled `scaledjob.keda.sh/name=<ScaledJob>` must exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JobsExpectation {
+    /// An exact count.
+    Exactly(u64),
+    /// `from-rows`: KEDA's default strategy, min(ceil(rows / targetQueryValue), maxReplicaCount).
+    Computed(FromRows),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FromRows {
+    FromRows,
+}
+
+/// Token requests the Entra mock must have seen from the operator's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenRequests {
+    #[serde(rename = "at-least-one")]
+    AtLeastOne,
+    #[serde(untagged)]
+    Exactly(u64),
+}
+
+impl JobsExpectation {
+    /// The Job count this expectation stands for, given the trigger and the rows in the table.
+    pub fn count(&self, trigger: &TriggerFacts, rows: u64) -> u64 {
+        match self {
+            JobsExpectation::Exactly(n) => *n,
+            JobsExpectation::Computed(FromRows::FromRows) => {
+                let wanted = (rows as f64 / trigger.target_query_value).ceil() as u64;
+                wanted.min(trigger.max_replica_count)
+            }
+        }
+    }
+}
+
+impl TokenRequests {
+    pub fn holds(&self, seen: u64) -> bool {
+        match self {
+            TokenRequests::AtLeastOne => seen >= 1,
+            TokenRequests::Exactly(n) => seen == *n,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TokenRequests::AtLeastOne => ">= 1".into(),
+            TokenRequests::Exactly(n) => n.to_string(),
+        }
+    }
+}
+
+fn parse_range(
+    path: &Path,
+    index: usize,
+    range: &str,
+) -> Result<semver::VersionReq, ScenarioError> {
+    semver::VersionReq::parse(range).map_err(|e| ScenarioError::Field {
+        path: path.display().to_string(),
+        field: format!("expect[{index}].keda"),
+        message: format!(
+            "`{range}` is not a version range ({e}); write e.g. `<2.15.0` or `>=2.15.0`"
+        ),
+    })
+}
+
+pub(super) fn validate(path: &Path, expect: &[Expectation]) -> Result<(), ScenarioError> {
+    if expect.is_empty() {
+        return Err(ScenarioError::Field {
+            path: path.display().to_string(),
+            field: "expect".into(),
+            message: "no expectations: add at least one `- keda: \">=2.15.0\"` entry".into(),
+        });
+    }
+    for (i, e) in expect.iter().enumerate() {
+        parse_range(path, i, &e.keda)?;
+        if e.outcome == Outcome::ScalerError && e.error_contains.is_none() {
+            return Err(ScenarioError::Field {
+                path: path.display().to_string(),
+                field: format!("expect[{i}].error_contains"),
+                message: "outcome `scaler-error` needs the text the error must carry".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn select<'a>(
+    path: &Path,
+    expect: &'a [Expectation],
+    keda: &str,
+) -> Result<&'a Expectation, ScenarioError> {
+    let version =
+        semver::Version::parse(keda.trim_start_matches('v')).map_err(|e| ScenarioError::Field {
+            path: path.display().to_string(),
+            field: "(KEDA version)".into(),
+            message: format!("`{keda}` is not a version ({e})"),
+        })?;
+    for (i, e) in expect.iter().enumerate() {
+        if parse_range(path, i, &e.keda)?.matches(&version) {
+            return Ok(e);
+        }
+    }
+    Err(ScenarioError::Field {
+        path: path.display().to_string(),
+        field: "expect".into(),
+        message: format!(
+            "no expectation covers KEDA {keda} (ranges: {}); add an entry whose `keda` range holds it",
+            expect.iter().map(|e| e.keda.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}

@@ -1,0 +1,209 @@
+//! Scenarios: the manifests a customer wrote, the data to seed, and what each KEDA version must do with them.
+//!
+//! A scenario is a folder (`scenarios/<name>/` or any path) holding `scenario.yaml` and the manifests it names.
+//! The identity, database host, role and database are read from the manifests themselves, so a customer's own
+//! YAML runs with a short `scenario.yaml` beside it.
+
+mod expect;
+mod manifests;
+mod model;
+
+pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
+pub use manifests::{redact, ManifestChange, PostgresTrigger, TriggerFacts};
+pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
+
+use std::path::{Path, PathBuf};
+
+/// Errors loading a scenario: each names the file and field, and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("scenario `{name}` not found: looked in {looked}. Give a scenario name from scenarios/ ({known}) or a path to a folder holding scenario.yaml")]
+    NotFound {
+        name: String,
+        looked: String,
+        known: String,
+    },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: field `{field}`: {message}")]
+    Field {
+        path: String,
+        field: String,
+        message: String,
+    },
+    #[error("{path}: document {index}: {message}")]
+    Manifest {
+        path: String,
+        index: usize,
+        message: String,
+    },
+}
+
+/// A loaded, validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub dir: PathBuf,
+    pub file: ScenarioFile,
+    /// Every manifest document in order, as parsed from the files named in `manifests`.
+    pub documents: Vec<serde_yaml::Value>,
+    /// What the harness reads from the manifests (trigger, auth, scaling knobs).
+    pub trigger: TriggerFacts,
+}
+
+impl Scenario {
+    /// Load by name (a folder under `scenarios/`) or by path to a folder (or to its scenario.yaml).
+    pub fn load(name_or_path: &str) -> Result<Self, ScenarioError> {
+        let dir = resolve(name_or_path)?;
+        let path = dir.join("scenario.yaml");
+        let text = read(&path)?;
+        let file: ScenarioFile = model::parse(&path, &text)?;
+        let mut documents = Vec::new();
+        for m in &file.manifests {
+            let mpath = dir.join(m);
+            let text = read(&mpath)?;
+            documents.extend(manifests::parse_documents(&mpath, &text)?);
+        }
+        let trigger = manifests::trigger_facts(&dir.join(&file.manifests[0]), &documents)?;
+        expect::validate(&path, &file.expect)?;
+        Ok(Self {
+            name: file.name.clone(),
+            dir,
+            file,
+            documents,
+            trigger,
+        })
+    }
+
+    /// The expectation for a KEDA version (`2.14.1`), or an error naming the scenario file and the ranges.
+    pub fn expectation_for(&self, keda: &str) -> Result<&Expectation, ScenarioError> {
+        expect::select(&self.dir.join("scenario.yaml"), &self.file.expect, keda)
+    }
+
+    /// The manifests as the harness applies them, and the list of every change it made to them.
+    pub fn manifests_to_apply(&self) -> (Vec<serde_yaml::Value>, Vec<ManifestChange>) {
+        manifests::apply_knobs(&self.documents, &self.file.knobs)
+    }
+
+    /// The polling interval KEDA will use, after knobs.
+    pub fn polling_interval_seconds(&self) -> u64 {
+        self.file
+            .knobs
+            .polling_interval_seconds
+            .unwrap_or(self.trigger.polling_interval_seconds)
+    }
+}
+
+/// Names of the scenarios shipped in `scenarios/`.
+pub fn known_scenarios() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(scenarios_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("scenario.yaml").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The repository's `scenarios/` folder.
+pub fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+fn resolve(name_or_path: &str) -> Result<PathBuf, ScenarioError> {
+    let p = Path::new(name_or_path);
+    let mut looked = Vec::new();
+    let candidates = if p.file_name().is_some_and(|f| f == "scenario.yaml") {
+        vec![p.parent().unwrap_or(Path::new(".")).to_path_buf()]
+    } else {
+        vec![p.to_path_buf(), scenarios_dir().join(name_or_path)]
+    };
+    for c in candidates {
+        if c.join("scenario.yaml").is_file() {
+            return Ok(c.canonicalize().unwrap_or(c));
+        }
+        looked.push(c.display().to_string());
+    }
+    Err(ScenarioError::NotFound {
+        name: name_or_path.to_string(),
+        looked: looked.join(", "),
+        known: known_scenarios().join(", "),
+    })
+}
+
+fn read(path: &Path) -> Result<String, ScenarioError> {
+    std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_scenario_loads_and_reads_the_trigger_from_the_manifests() {
+        let s = Scenario::load("seed").unwrap();
+        assert_eq!(s.name, "seed");
+        let t = &s.trigger;
+        assert_eq!(t.namespace, "movie-api");
+        assert_eq!(t.scaled_job, "postgres-scaledjob");
+        assert_eq!(t.postgres.host, "postgres.postgres.database.azure.com");
+        assert_eq!(t.postgres.port, 5432);
+        assert_eq!(t.postgres.user, "movies-mi");
+        assert_eq!(t.postgres.database, "movies");
+        assert_eq!(t.postgres.sslmode, "require");
+        assert_eq!(
+            t.identity_id.as_deref(),
+            Some("3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+        );
+        assert_eq!(t.pod_identity_provider.as_deref(), Some("azure-workload"));
+        assert_eq!(t.target_query_value, 1.0);
+        assert_eq!(t.max_replica_count, 10);
+        assert_eq!(s.polling_interval_seconds(), 5);
+    }
+
+    #[test]
+    fn expectations_follow_the_version_ranges() {
+        let s = Scenario::load("seed").unwrap();
+        assert_eq!(
+            s.expectation_for("2.14.1").unwrap().outcome,
+            Outcome::ScalerError
+        );
+        assert_eq!(
+            s.expectation_for("2.15.0").unwrap().outcome,
+            Outcome::Scales
+        );
+        assert_eq!(
+            s.expectation_for("2.20.2").unwrap().outcome,
+            Outcome::Scales
+        );
+    }
+
+    #[test]
+    fn unknown_scenario_names_the_known_ones() {
+        let e = Scenario::load("no-such-scenario").unwrap_err().to_string();
+        assert!(e.contains("no-such-scenario") && e.contains("seed"), "{e}");
+    }
+
+    #[test]
+    fn polling_interval_override_is_listed_as_a_change() {
+        let s = Scenario::load("seed").unwrap();
+        let (docs, changes) = s.manifests_to_apply();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            changes[0].to_string().contains("pollingInterval 30 -> 5"),
+            "{}",
+            changes[0]
+        );
+        let sj = docs.iter().find(|d| d["kind"] == "ScaledJob").unwrap();
+        assert_eq!(sj["spec"]["pollingInterval"], serde_yaml::Value::from(5u64));
+    }
+}

@@ -1,0 +1,98 @@
+//! The `scenario.yaml` file format.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Expectation, ScenarioError};
+
+/// `scenario.yaml`. Unknown fields are errors, so a typo is reported instead of silently ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Manifest files, relative to the scenario folder, applied in order.
+    pub manifests: Vec<String>,
+    pub identity: Identity,
+    pub data: Data,
+    #[serde(default)]
+    pub knobs: Knobs,
+    /// One entry per KEDA version range; the first whose range holds the version applies.
+    pub expect: Vec<Expectation>,
+}
+
+/// The Entra side of the scenario: what the tenant holds. The client id comes from the TriggerAuthentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub tenant_id: String,
+    /// Object id of the managed identity (the `oid` in its tokens, and the PostgreSQL principal's binding).
+    pub object_id: String,
+    /// Subject of the federated identity credential on that identity.
+    pub federated_subject: String,
+    /// Audience of the federated identity credential.
+    #[serde(default = "default_fic_audience")]
+    pub federated_audience: String,
+}
+
+fn default_fic_audience() -> String {
+    "api://AzureADTokenExchange".to_string()
+}
+
+/// Rows to seed in the trigger's database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    pub table: String,
+    pub rows: u64,
+}
+
+/// Changes the harness makes to the manifests for speed; each is listed in the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    pub polling_interval_seconds: Option<u64>,
+}
+
+/// A follow-up step once the first expectation holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Rows to add to the table.
+    pub add_rows: u64,
+    pub jobs: super::JobsExpectation,
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        ScenarioError::Field {
+            path: path.display().to_string(),
+            field: if field == "." {
+                "(top level)".into()
+            } else {
+                field
+            },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_names_the_file_and_field() {
+        let text = "name: x\nmanifests: [a.yaml]\nidentity: {tenant_id: t, object_id: o, federated_subject: s}\ndata: {table: movies, rowz: 3}\nexpect: []\n";
+        let e = parse(Path::new("scenarios/x/scenario.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scenarios/x/scenario.yaml"), "{e}");
+        assert!(e.contains("data"), "{e}");
+        assert!(e.contains("rowz"), "{e}");
+    }
+}
