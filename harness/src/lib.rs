@@ -7,4 +7,5 @@
 
 pub mod catalog;
 pub mod egress;
+pub mod postgres;
 pub mod prereq;

@@ -3,3 +3,4 @@
 //! - [`ca`]: the run's certificate authority and server certificates.
 
 pub mod ca;
+pub mod pg_front;

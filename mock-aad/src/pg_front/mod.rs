@@ -1,0 +1,611 @@
+//! The Entra-auth front of Azure Database for PostgreSQL, in front of a real PostgreSQL.
+//!
+//! Azure takes an Entra access token as a cleartext password over TLS. The front does the same:
+//!
+//! 1. SSLRequest → `S` and a TLS handshake (the run's CA); GSSENCRequest → `N`; a client that starts without TLS
+//!    gets Azure flexible server's `no pg_hba.conf entry for host ..., no encryption` (28000).
+//! 2. For a role registered as an [`EntraPrincipal`] it asks for a cleartext password. An empty one gets
+//!    PostgreSQL's own `empty password returned by client` (28P01, same fields as a PostgreSQL 15 server), which
+//!    is what KEDA 2.14.1 customers see. Anything else must be a token that [`TokenValidator`] accepts for that
+//!    principal, or the client gets `password authentication failed for user "X"` (28P01) and nothing is sent
+//!    upstream.
+//! 3. On success it opens a session upstream as that role, replays the server's AuthenticationOk,
+//!    ParameterStatus, BackendKeyData and ReadyForQuery, then relays bytes both ways unchanged (queries, errors,
+//!    notices, COPY, Terminate). CancelRequests carrying a key of a live session are forwarded.
+//!
+//! Upstream authentication: the front logs in upstream *as the role* without that role's password, so the real
+//! server must trust the front's connections. With the local provider the front uses the server's unix socket,
+//! which is `trust` while TCP clients keep the method under test; over TCP, give the server a `trust` line for
+//! the front's address, or set [`FrontConfig::with_upstream_password`] for a server that asks for a cleartext
+//! password. Roles that are not Entra principals are refused, or handed to the server's own authentication with
+//! [`FrontConfig::with_passthrough_non_entra`].
+
+pub mod journal;
+pub mod tokens;
+pub mod wire;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::task::JoinSet;
+
+pub use journal::{AuthDecision, AuthJournal, AuthOutcome, RedactedSecret};
+pub use tokens::{
+    EntraPrincipal, TokenIdentity, TokenRejection, TokenRules, TokenValidator,
+    AZURE_DATABASE_AUDIENCE,
+};
+use wire::{Message, ServerError, StartupPacket, WireError};
+
+/// The largest password the front reads as a token. Entra access tokens are 1.5–3 KB; anything past this is
+/// refused with 28P01 (PostgreSQL itself caps a password packet at 1,000 bytes in old releases, 65,535 in new).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The largest message the front reads at all during authentication; longer ones break the protocol (08P01).
+const MAX_AUTH_MESSAGE: usize = 1024 * 1024;
+
+/// Where the real server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Tcp(SocketAddr),
+    /// A unix-socket *directory*; the socket is `<dir>/.s.PGSQL.<port>`, as libpq names it.
+    Unix {
+        dir: PathBuf,
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Tcp(a) => write!(f, "{a}"),
+            Upstream::Unix { dir, port } => write!(f, "{}/.s.PGSQL.{port}", dir.display()),
+        }
+    }
+}
+
+/// How to run a [`PgEntraFront`].
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    listen: SocketAddr,
+    upstream: Upstream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    rules: TokenRules,
+    principals: Vec<EntraPrincipal>,
+    passthrough_non_entra: bool,
+    upstream_password: Option<String>,
+    max_token_bytes: usize,
+}
+
+impl FrontConfig {
+    /// A front for `upstream` checking tokens with `rules`, listening on a free port of 127.0.0.1, no TLS yet.
+    pub fn new(upstream: Upstream, rules: TokenRules) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream,
+            tls: None,
+            rules,
+            principals: Vec::new(),
+            passthrough_non_entra: false,
+            upstream_password: None,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        }
+    }
+
+    /// Listen here (port 0: pick a free one).
+    pub fn with_listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serve TLS with this configuration. Without TLS the front answers SSLRequest with `N` and accepts plain
+    /// clients (Azure with `require_secure_transport=off`); with TLS, plain clients are refused.
+    pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Register a role as an Entra principal.
+    pub fn with_principal(mut self, principal: EntraPrincipal) -> Self {
+        self.principals.push(principal);
+        self
+    }
+
+    /// Hand roles that are not Entra principals to the server's own authentication (default: refuse them).
+    pub fn with_passthrough_non_entra(mut self, on: bool) -> Self {
+        self.passthrough_non_entra = on;
+        self
+    }
+
+    /// The password to answer an upstream cleartext-password request with (upstream over TCP without trust).
+    pub fn with_upstream_password(mut self, password: impl Into<String>) -> Self {
+        self.upstream_password = Some(password.into());
+        self
+    }
+
+    /// The longest password read as a token (default [`DEFAULT_MAX_TOKEN_BYTES`]).
+    pub fn with_max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    #[error("binding the Entra front to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Jwks(#[from] tokens::BadJwks),
+}
+
+struct Shared {
+    upstream: Upstream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    validator: TokenValidator,
+    principals: RwLock<Vec<EntraPrincipal>>,
+    passthrough_non_entra: bool,
+    upstream_password: Option<String>,
+    max_token_bytes: usize,
+    journal: AuthJournal,
+    /// BackendKeyData (pid, secret) of sessions the front relays: only these may be cancelled through it.
+    live_keys: Mutex<HashSet<[u8; 8]>>,
+    upstream_sessions: AtomicU64,
+}
+
+/// A running front; stops (and drops every relayed session) on drop.
+pub struct PgEntraFront {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl PgEntraFront {
+    /// Bind and start serving.
+    pub async fn start(config: FrontConfig) -> Result<Self, FrontError> {
+        let validator = TokenValidator::new(config.rules)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| FrontError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| FrontError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            upstream: config.upstream,
+            tls: config.tls.map(tokio_rustls::TlsAcceptor::from),
+            validator,
+            principals: RwLock::new(config.principals),
+            passthrough_non_entra: config.passthrough_non_entra,
+            upstream_password: config.upstream_password,
+            max_token_bytes: config.max_token_bytes,
+            journal: AuthJournal::default(),
+            live_keys: Mutex::new(HashSet::new()),
+            upstream_sessions: AtomicU64::new(0),
+        });
+        tracing::info!(%addr, upstream = %shared.upstream, tls = shared.tls.is_some(), "Entra front for PostgreSQL listening");
+        let accept_shared = shared.clone();
+        let accept_task = tokio::spawn(async move {
+            // Sessions live in this set: aborting the accept task drops it, which aborts them all.
+            let mut sessions = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            sessions.spawn(serve_connection(accept_shared.clone(), stream, peer));
+                        }
+                        Err(e) => {
+                            tracing::warn!("Entra front accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    },
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            shared,
+            accept_task,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The journal of authentication decisions.
+    pub fn journal(&self) -> &AuthJournal {
+        &self.shared.journal
+    }
+
+    /// How many sessions the front has opened to the real server (a rejected token must not add one).
+    pub fn upstream_sessions(&self) -> u64 {
+        self.shared.upstream_sessions.load(Ordering::SeqCst)
+    }
+
+    /// Register another Entra principal while running.
+    pub fn add_principal(&self, principal: EntraPrincipal) {
+        self.shared
+            .principals
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(principal);
+    }
+}
+
+impl Drop for PgEntraFront {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What the journal learns about a connection as it goes.
+struct Attempt {
+    peer: SocketAddr,
+    tls: bool,
+    user: Option<String>,
+    database: Option<String>,
+    password: Option<RedactedSecret>,
+}
+
+impl Attempt {
+    fn record(&self, shared: &Shared, outcome: AuthOutcome) {
+        shared.journal.record(AuthDecision {
+            seq: 0,
+            unix_ms: 0,
+            peer: self.peer.to_string(),
+            tls: self.tls,
+            user: self.user.clone(),
+            database: self.database.clone(),
+            password: self.password.clone(),
+            outcome,
+        });
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let mut attempt = Attempt {
+        peer,
+        tls: false,
+        user: None,
+        database: None,
+        password: None,
+    };
+    if let Err(e) = negotiate(&shared, tcp, &mut attempt).await {
+        attempt.record(
+            &shared,
+            AuthOutcome::Abandoned {
+                reason: e.to_string(),
+            },
+        );
+    }
+}
+
+/// Startup phase up to the StartupMessage, then authentication and relay. Errors are "the client went away or
+/// broke the protocol" — every decision the front makes itself is journaled where it is made.
+async fn negotiate(
+    shared: &Shared,
+    mut tcp: TcpStream,
+    attempt: &mut Attempt,
+) -> Result<(), WireError> {
+    let mut packet = wire::read_startup_packet(&mut tcp).await?;
+    loop {
+        match packet.code {
+            wire::GSSENC_REQUEST => {
+                wire::write_all(&mut tcp, b"N").await?;
+                packet = wire::read_startup_packet(&mut tcp).await?;
+            }
+            wire::SSL_REQUEST => {
+                let Some(acceptor) = &shared.tls else {
+                    wire::write_all(&mut tcp, b"N").await?;
+                    packet = wire::read_startup_packet(&mut tcp).await?;
+                    continue;
+                };
+                wire::write_all(&mut tcp, b"S").await?;
+                let mut tls = acceptor.accept(tcp).await?;
+                attempt.tls = true;
+                let startup = wire::read_startup_packet(&mut tls).await?;
+                return authenticate(shared, Box::new(tls), startup, attempt).await;
+            }
+            wire::CANCEL_REQUEST => return forward_cancel(shared, packet, attempt).await,
+            _ => return authenticate(shared, Box::new(tcp), packet, attempt).await,
+        }
+    }
+}
+
+async fn forward_cancel(
+    shared: &Shared,
+    packet: StartupPacket,
+    attempt: &Attempt,
+) -> Result<(), WireError> {
+    let key: Option<[u8; 8]> = packet.body.get(..8).and_then(|k| k.try_into().ok());
+    let live = key.is_some_and(|k| {
+        shared
+            .live_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&k)
+    });
+    if !live {
+        attempt.record(shared, AuthOutcome::CancelIgnored);
+        return Ok(());
+    }
+    // PostgreSQL answers a CancelRequest by closing the connection; so does the front, after forwarding.
+    let mut upstream = connect_upstream(&shared.upstream).await?;
+    wire::write_all(&mut upstream, &packet.to_bytes()).await?;
+    attempt.record(shared, AuthOutcome::CancelForwarded);
+    Ok(())
+}
+
+async fn connect_upstream(upstream: &Upstream) -> Result<Box<dyn Io>, WireError> {
+    Ok(match upstream {
+        Upstream::Tcp(addr) => {
+            let s = TcpStream::connect(addr).await?;
+            let _ = s.set_nodelay(true);
+            Box::new(s)
+        }
+        Upstream::Unix { dir, port } => {
+            Box::new(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?)
+        }
+    })
+}
+
+async fn authenticate(
+    shared: &Shared,
+    mut client: Box<dyn Io>,
+    startup: StartupPacket,
+    attempt: &mut Attempt,
+) -> Result<(), WireError> {
+    if startup.code != wire::PROTOCOL_V3 {
+        let err = wire::protocol_violation(format!(
+            "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
+            startup.code >> 16,
+            startup.code & 0xffff
+        ));
+        wire::write_all(&mut client, &err.to_bytes()).await?;
+        return Err(WireError::Malformed("startup packet: unsupported protocol"));
+    }
+    let params = startup.parameters()?;
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let user = param("user").unwrap_or_default();
+    let database = param("database").unwrap_or_else(|| user.clone());
+    attempt.user = Some(user.clone());
+    attempt.database = Some(database.clone());
+
+    if shared.tls.is_some() && !attempt.tls {
+        let err = wire::no_hba_entry_error(&attempt.peer.ip().to_string(), &user, &database);
+        wire::write_all(&mut client, &err.to_bytes()).await?;
+        attempt.record(shared, AuthOutcome::PlainRefused);
+        return Ok(());
+    }
+
+    let principal = shared
+        .principals
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|p| p.role == user)
+        .cloned();
+    if principal.is_none() && shared.passthrough_non_entra {
+        let mut upstream = connect_upstream(&shared.upstream).await?;
+        wire::write_all(&mut upstream, &startup.to_bytes()).await?;
+        shared.upstream_sessions.fetch_add(1, Ordering::SeqCst);
+        attempt.record(shared, AuthOutcome::Passthrough);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        return Ok(());
+    }
+
+    wire::write_all(
+        &mut client,
+        &wire::auth_request(wire::AUTH_CLEARTEXT_PASSWORD),
+    )
+    .await?;
+    let msg = match wire::read_message(&mut client, MAX_AUTH_MESSAGE).await {
+        Ok(m) => m,
+        Err(WireError::BadLength { len, .. }) => {
+            let err = wire::protocol_violation(format!("invalid message length {len}"));
+            wire::write_all(&mut client, &err.to_bytes()).await?;
+            return Err(WireError::BadLength {
+                what: "password message",
+                len,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if msg.tag != b'p' {
+        let err = wire::protocol_violation(format!(
+            "expected password response, got message type {}",
+            msg.tag
+        ));
+        wire::write_all(&mut client, &err.to_bytes()).await?;
+        return Err(WireError::Malformed("password response"));
+    }
+    // PostgreSQL's checks, in its order: one NUL-terminated string, then not empty.
+    let password = match msg.body.iter().position(|b| *b == 0) {
+        Some(nul) if nul + 1 == msg.body.len() => &msg.body[..nul],
+        _ => {
+            let err = wire::protocol_violation("invalid password packet size".into());
+            wire::write_all(&mut client, &err.to_bytes()).await?;
+            return Err(WireError::Malformed("password packet"));
+        }
+    };
+    attempt.password = Some(RedactedSecret::of(password));
+    if password.is_empty() {
+        wire::write_all(&mut client, &wire::empty_password_error().to_bytes()).await?;
+        attempt.record(shared, AuthOutcome::EmptyPassword);
+        return Ok(());
+    }
+
+    let verdict = check_token(shared, principal.as_ref(), &user, password);
+    let identity = match verdict {
+        Ok(identity) => identity,
+        Err(rejection) => {
+            wire::write_all(&mut client, &wire::password_failed_error(&user).to_bytes()).await?;
+            attempt.record(
+                shared,
+                AuthOutcome::Rejected {
+                    reason: rejection.to_string(),
+                },
+            );
+            return Ok(());
+        }
+    };
+
+    let mut upstream = match open_upstream_session(shared, &params, &mut client).await {
+        Ok(Some(upstream)) => upstream,
+        Ok(None) => {
+            // The server refused the session (no such database, ...): its ErrorResponse went to the client.
+            attempt.record(
+                shared,
+                AuthOutcome::UpstreamFailed {
+                    reason: "the server answered the session start with an error (relayed to the client)".into(),
+                },
+            );
+            return Ok(());
+        }
+        Err(reason) => {
+            let _ = wire::write_all(
+                &mut client,
+                &wire::upstream_failure(reason.clone()).to_bytes(),
+            )
+            .await;
+            attempt.record(shared, AuthOutcome::UpstreamFailed { reason });
+            return Ok(());
+        }
+    };
+    attempt.record(shared, AuthOutcome::Accepted { identity });
+    let key = upstream.backend_key;
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream.stream).await;
+    if let Some(k) = key {
+        shared
+            .live_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&k);
+    }
+    Ok(())
+}
+
+fn check_token(
+    shared: &Shared,
+    principal: Option<&EntraPrincipal>,
+    user: &str,
+    password: &[u8],
+) -> Result<TokenIdentity, TokenRejection> {
+    if password.len() > shared.max_token_bytes {
+        return Err(TokenRejection::TooLong {
+            len: password.len(),
+            max: shared.max_token_bytes,
+        });
+    }
+    let Some(principal) = principal else {
+        return Err(TokenRejection::NotAPrincipal { role: user.into() });
+    };
+    let token = std::str::from_utf8(password)
+        .map_err(|_| TokenRejection::Malformed("password is not UTF-8".into()))?;
+    let identity = shared.validator.validate(token)?;
+    if !principal.matches(&identity) {
+        return Err(TokenRejection::WrongPrincipal {
+            role: user.into(),
+            object_id: identity.object_id,
+            app_id: identity.app_id,
+        });
+    }
+    Ok(identity)
+}
+
+struct UpstreamSession {
+    stream: Box<dyn Io>,
+    backend_key: Option<[u8; 8]>,
+}
+
+/// Start a session upstream as the client's role and replay the server's startup answers to the client until
+/// ReadyForQuery. `Ok(None)`: the server sent an ErrorResponse (already relayed).
+async fn open_upstream_session(
+    shared: &Shared,
+    params: &[(String, String)],
+    client: &mut Box<dyn Io>,
+) -> Result<Option<UpstreamSession>, String> {
+    let upstream_name = shared.upstream.to_string();
+    let mut upstream = connect_upstream(&shared.upstream)
+        .await
+        .map_err(|e| format!("cannot reach the PostgreSQL server at {upstream_name}: {e}"))?;
+    shared.upstream_sessions.fetch_add(1, Ordering::SeqCst);
+    let io_err = |e: WireError| format!("PostgreSQL server at {upstream_name}: {e}");
+    wire::write_all(&mut upstream, &wire::startup_message(params))
+        .await
+        .map_err(io_err)?;
+    let mut backend_key = None;
+    loop {
+        let msg: Message = wire::read_message(&mut upstream, MAX_AUTH_MESSAGE)
+            .await
+            .map_err(io_err)?;
+        match (msg.tag, msg.leading_i32()) {
+            (b'R', Some(wire::AUTH_OK)) => {}
+            (b'R', Some(wire::AUTH_CLEARTEXT_PASSWORD)) => {
+                let Some(pw) = &shared.upstream_password else {
+                    return Err(format!(
+                        "the PostgreSQL server at {upstream_name} asked the front for a password; give the front's \
+                         connections `trust` in pg_hba.conf or configure FrontConfig::with_upstream_password"
+                    ));
+                };
+                wire::write_all(&mut upstream, &wire::password_message(pw))
+                    .await
+                    .map_err(io_err)?;
+                continue;
+            }
+            (b'R', code) => {
+                return Err(format!(
+                    "the PostgreSQL server at {upstream_name} asked the front for authentication method {code:?}, \
+                     which it does not speak; give the front's connections `trust` in pg_hba.conf"
+                ))
+            }
+            (b'K', _) => {
+                if let Some(k) = msg.body.get(..8).and_then(|k| <[u8; 8]>::try_from(k).ok()) {
+                    shared
+                        .live_keys
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(k);
+                    backend_key = Some(k);
+                }
+            }
+            _ => {}
+        }
+        wire::write_all(client, &msg.to_bytes())
+            .await
+            .map_err(|e| format!("client went away during session start: {e}"))?;
+        match msg.tag {
+            b'Z' => {
+                return Ok(Some(UpstreamSession {
+                    stream: upstream,
+                    backend_key,
+                }))
+            }
+            b'E' => return Ok(None),
+            _ => {}
+        }
+    }
+}
+
+/// Fields of an ErrorResponse as a map (tests, diagnostics).
+pub fn error_fields(err: &ServerError) -> std::collections::BTreeMap<char, String> {
+    let bytes = err.to_bytes();
+    wire::parse_error_fields(&bytes[5..])
+}
