@@ -1,7 +1,12 @@
 //! keda-harness: reproduces KEDA + Azure Workload Identity + PostgreSQL behaviour without an Azure tenant.
 //!
 //! Where things live:
+//! - `catalog`: the KEDA versions the harness can build and run (harness/catalog/keda-versions.yaml).
+//! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
+pub mod catalog;
+pub mod egress;
+pub mod postgres;
 pub mod prereq;
 pub mod process;
