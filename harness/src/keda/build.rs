@@ -1,0 +1,551 @@
+//! Building the KEDA operator from the KEDA Go module at a catalog tag.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{BuildFailure, GoCommandFailure, KedaError, KedaRelease, OPERATOR_PACKAGE};
+use crate::catalog::{CatalogEntry, KEDA_MODULE};
+
+/// Name of the operator binary inside the version's folder.
+const BINARY_NAME: &str = "keda-operator";
+/// Stamp holding the hash of every build input; the binary is reused while it matches.
+const STAMP_NAME: &str = "build-inputs.sha256";
+const LOG_NAME: &str = "build.log";
+/// Lines of go's output kept for the error message of a failed build.
+const ERROR_TAIL_LINES: usize = 40;
+/// How often a waiting build prints where it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// How [`KedaRelease::build`] runs.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The go binary (`KEDA_HARNESS_GO` or `go` on PATH).
+    pub go: PathBuf,
+    /// Where version folders go; default `<workspace target dir>/keda-harness/keda`.
+    pub cache_root: PathBuf,
+    /// Print a line per phase and the elapsed time while go works (on stderr).
+    pub progress: bool,
+    /// Rebuild even when the cached binary's inputs are unchanged.
+    pub force: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            go: std::env::var_os("KEDA_HARNESS_GO")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("go")),
+            cache_root: workspace_target_dir().join("keda-harness").join("keda"),
+            progress: true,
+            force: false,
+        }
+    }
+}
+
+/// The workspace's cargo target directory: `CARGO_TARGET_DIR` when set, else `<workspace>/target`.
+pub fn workspace_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // The harness crate sits one level below the workspace root.
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR"));
+    harness.parent().unwrap_or(harness).join("target")
+}
+
+struct Progress {
+    enabled: bool,
+    label: String,
+    started: Instant,
+}
+
+impl Progress {
+    fn say(&self, message: impl AsRef<str>) {
+        tracing::info!(keda = %self.label, "{}", message.as_ref());
+        if self.enabled {
+            eprintln!(
+                "[keda {} {:>4}s] {}",
+                self.label,
+                self.started.elapsed().as_secs(),
+                message.as_ref()
+            );
+        }
+    }
+}
+
+impl KedaRelease {
+    /// Build (or reuse) the operator of `entry`; see the module docs.
+    pub fn build(entry: &CatalogEntry, opts: &BuildOptions) -> Result<KedaRelease, KedaError> {
+        let started = Instant::now();
+        let progress = Progress {
+            enabled: opts.progress,
+            label: entry.version.to_string(),
+            started,
+        };
+        let _span = tracing::info_span!("keda_build", version = %entry.version).entered();
+        let dir = opts.cache_root.join(entry.version.to_string());
+        std::fs::create_dir_all(&dir).map_err(|source| KedaError::Io {
+            action: "creating the build folder",
+            path: dir.clone(),
+            source,
+        })?;
+        let _lock = lock_build_dir(&dir, &progress)?;
+
+        let go_env = go_env(entry);
+        let go_mod = generate_go_mod(entry);
+        let ldflags = ldflags(entry);
+        let toolchain = go_toolchain_identity(&opts.go)?;
+        let inputs_hash = {
+            let mut h = Sha256::new();
+            for part in [go_mod.as_str(), ldflags.as_str(), toolchain.as_str()] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            for (k, v) in &go_env {
+                h.update(format!("{k}={v}\0").as_bytes());
+            }
+            hex::encode(h.finalize())
+        };
+        let binary = dir.join(BINARY_NAME);
+        let stamp = dir.join(STAMP_NAME);
+        let release = |from_cache: bool| KedaRelease {
+            entry: entry.clone(),
+            binary: binary.clone(),
+            module_dir: dir.clone(),
+            go: opts.go.clone(),
+            go_env: go_env.clone(),
+            from_cache,
+            build_secs: started.elapsed().as_secs_f64(),
+        };
+        let cached = std::fs::read_to_string(&stamp).ok();
+        if !opts.force && binary.is_file() && cached.as_deref().map(str::trim) == Some(&inputs_hash)
+        {
+            progress.say(format!(
+                "cached operator {} (inputs unchanged)",
+                binary.display()
+            ));
+            return Ok(release(true));
+        }
+
+        progress.say(format!(
+            "generating Go module {} (requires {KEDA_MODULE} {}, {} replace pins)",
+            dir.display(),
+            entry.tag,
+            entry.replace.len()
+        ));
+        // The stamp goes first so an interrupted build is never mistaken for a finished one.
+        let _ = std::fs::remove_file(&stamp);
+        write_file(&dir.join("go.mod"), &go_mod)?;
+
+        progress.say(format!("go mod download {KEDA_MODULE}@{}", entry.tag));
+        let source = module_source_dir(&opts.go, &dir, &go_env, entry)?;
+        progress.say(format!("module source: {}", source.display()));
+
+        progress.say(format!(
+            "go build {OPERATOR_PACKAGE} (a cold build takes minutes: it compiles ~2,000 packages)"
+        ));
+        let partial = dir.join(format!("{BINARY_NAME}.partial"));
+        let mut cmd = Command::new(&opts.go);
+        cmd.current_dir(&dir)
+            .args(["build", "-v", "-o"])
+            .arg(&partial)
+            .arg(format!("-ldflags={ldflags}"))
+            .arg(OPERATOR_PACKAGE)
+            .envs(go_env.iter().map(|(k, v)| (k, v)));
+        run_go_build(cmd, &dir.join(LOG_NAME), &progress, entry)?;
+        std::fs::rename(&partial, &binary).map_err(|source| KedaError::Io {
+            action: "moving the built operator to",
+            path: binary.clone(),
+            source,
+        })?;
+        write_file(&stamp, &format!("{inputs_hash}\n"))?;
+        progress.say(format!("built {}", binary.display()));
+        Ok(release(false))
+    }
+}
+
+/// Environment for every go command of `entry`: the machine's toolchain only, go.mod updated as needed,
+/// plus what the catalog says this tag needs.
+fn go_env(entry: &CatalogEntry) -> Vec<(String, String)> {
+    let mut env = vec![
+        // Never download another toolchain because a go directive asks for it: builds stay offline-friendly.
+        ("GOTOOLCHAIN".to_string(), "local".to_string()),
+        // Our go.mod lists only KEDA; go fills in the rest (and go.sum) from KEDA's own requirements.
+        (
+            "GOFLAGS".to_string(),
+            "-mod=mod -buildvcs=false".to_string(),
+        ),
+    ];
+    env.extend(entry.build.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// The -ldflags value: the version stamp KEDA's Makefile sets, plus what the catalog asks for.
+fn ldflags(entry: &CatalogEntry) -> String {
+    let mut words = vec![format!(
+        "-X=github.com/kedacore/keda/v2/version.Version={}",
+        entry.version
+    )];
+    words.extend(entry.build.ldflags.iter().cloned());
+    words.join(" ")
+}
+
+/// The go.mod of the module that builds `entry`'s operator.
+pub(crate) fn generate_go_mod(entry: &CatalogEntry) -> String {
+    let mut out = format!(
+        "// Generated by keda-harness from harness/catalog/keda-versions.yaml (KEDA {v}); rewritten on every build.\n\
+         module keda-harness.local/keda-operator-{v}\n\n\
+         go {go}\n\n\
+         require {KEDA_MODULE} {tag}\n\n\
+         // The tag's own replace pins: Go ignores replace directives of dependencies.\n\
+         replace (\n",
+        v = entry.version,
+        go = entry.go_directive,
+        tag = entry.tag,
+    );
+    for pin in &entry.replace {
+        out.push_str(&format!("\t{} => {} {}\n", pin.path, pin.with, pin.version));
+    }
+    out.push_str(")\n");
+    out
+}
+
+/// `go env GOVERSION GOOS GOARCH`: part of the cache key, so a new toolchain rebuilds.
+fn go_toolchain_identity(go: &Path) -> Result<String, KedaError> {
+    let out = Command::new(go)
+        .args(["env", "GOVERSION", "GOOS", "GOARCH"])
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .map_err(|source| KedaError::GoMissing {
+            go: go.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(KedaError::GoCommand(Box::new(GoCommandFailure {
+            command: format!("{} env GOVERSION GOOS GOARCH", go.display()),
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            hint: "check the Go installation (`go version`)".into(),
+        })));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// `go mod download -json MODULE@TAG` in the generated module: the folder of the tag's source.
+pub(crate) fn module_source_dir(
+    go: &Path,
+    module_dir: &Path,
+    go_env: &[(String, String)],
+    entry: &CatalogEntry,
+) -> Result<PathBuf, KedaError> {
+    let target = format!("{KEDA_MODULE}@{}", entry.tag);
+    let out = Command::new(go)
+        .current_dir(module_dir)
+        .args(["mod", "download", "-json", &target])
+        .envs(go_env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .map_err(|source| KedaError::GoMissing {
+            go: go.to_path_buf(),
+            source,
+        })?;
+    #[derive(serde::Deserialize)]
+    struct Download {
+        #[serde(rename = "Dir")]
+        dir: Option<PathBuf>,
+        #[serde(rename = "Error")]
+        error: Option<String>,
+    }
+    let parsed: Option<Download> = serde_json::from_slice(&out.stdout).ok();
+    match parsed {
+        Some(Download {
+            dir: Some(dir),
+            error: None,
+        }) if out.status.success() => Ok(dir),
+        other => {
+            let mut output = other.and_then(|d| d.error).unwrap_or_default();
+            output.push_str(&String::from_utf8_lossy(&out.stderr));
+            let hint = hint_for(&output, entry);
+            Err(KedaError::GoCommand(Box::new(GoCommandFailure {
+                command: format!(
+                    "go mod download -json {target} (in {})",
+                    module_dir.display()
+                ),
+                status: out.status.to_string(),
+                output,
+                hint,
+            })))
+        }
+    }
+}
+
+/// Hold an exclusive lock on the version's folder for the whole build, so two processes building the same
+/// version wait for each other instead of writing the same files.
+fn lock_build_dir(dir: &Path, progress: &Progress) -> Result<File, KedaError> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| KedaError::Io {
+            action: "opening the build lock",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            progress.say(format!(
+                "another process is building this version; waiting for {}",
+                path.display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(KedaError::Io {
+                action: "locking",
+                path,
+                source,
+            })
+        }
+    }
+    let _span = tracing::info_span!("wait_for_build_lock", lock = %path.display()).entered();
+    file.lock().map_err(|source| KedaError::Io {
+        action: "locking",
+        path,
+        source,
+    })?;
+    Ok(file)
+}
+
+fn write_file(path: &Path, body: &str) -> Result<(), KedaError> {
+    std::fs::write(path, body).map_err(|source| KedaError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Run `go build -v`, counting `go: downloading` lines and compiled packages for the progress lines, keeping
+/// the full output in `log_path` and the last non-progress lines for the error message.
+fn run_go_build(
+    mut cmd: Command,
+    log_path: &Path,
+    progress: &Progress,
+    entry: &CatalogEntry,
+) -> Result<(), KedaError> {
+    let _span = tracing::info_span!("go_build", version = %entry.version).entered();
+    let mut log = File::create(log_path).map_err(|source| KedaError::Io {
+        action: "creating the build log",
+        path: log_path.to_path_buf(),
+        source,
+    })?;
+    let _ = writeln!(log, "$ {cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| KedaError::GoMissing {
+            go: PathBuf::from(cmd.get_program()),
+            source,
+        })?;
+    let downloads = Arc::new(AtomicUsize::new(0));
+    let packages = Arc::new(AtomicUsize::new(0));
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let log = Arc::new(Mutex::new(log));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|stream| {
+        let (downloads, packages, tail, log) = (
+            downloads.clone(),
+            packages.clone(),
+            tail.clone(),
+            log.clone(),
+        );
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut log) = log.lock() {
+                    let _ = writeln!(log, "{line}");
+                }
+                if line.starts_with("go: downloading ") {
+                    downloads.fetch_add(1, Ordering::Relaxed);
+                } else if is_package_line(&line) {
+                    packages.fetch_add(1, Ordering::Relaxed);
+                } else if let Ok(mut tail) = tail.lock() {
+                    tail.push_back(line);
+                    if tail.len() > ERROR_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                }
+            }
+        })
+    })
+    .collect();
+
+    let build_started = Instant::now();
+    let mut last_report = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(source) => {
+                return Err(KedaError::Io {
+                    action: "waiting for go build of",
+                    path: log_path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            progress.say(format!(
+                "go build running {} s: {} modules downloaded, {} packages compiled",
+                build_started.elapsed().as_secs(),
+                downloads.load(Ordering::Relaxed),
+                packages.load(Ordering::Relaxed)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for reader in readers {
+        let _ = reader.join();
+    }
+    progress.say(format!(
+        "go build finished in {} s ({status}): {} modules downloaded, {} packages compiled",
+        build_started.elapsed().as_secs(),
+        downloads.load(Ordering::Relaxed),
+        packages.load(Ordering::Relaxed)
+    ));
+    if status.success() {
+        return Ok(());
+    }
+    let tail: Vec<String> = tail
+        .lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default();
+    let tail = tail.join("\n");
+    Err(KedaError::BuildFailed(Box::new(BuildFailure {
+        version: entry.version.to_string(),
+        status: status.to_string(),
+        elapsed_secs: build_started.elapsed().as_secs(),
+        hint: hint_for(&tail, entry),
+        tail,
+        log: log_path.to_path_buf(),
+    })))
+}
+
+/// `go build -v` names each package it compiles on a line of its own: an import path, no spaces.
+fn is_package_line(line: &str) -> bool {
+    !line.is_empty()
+        && !line.contains(char::is_whitespace)
+        && !line.starts_with('#')
+        && !line.contains(".go:")
+        && !line.starts_with("go:")
+}
+
+/// What to do about a failed go command, from the text of its error.
+pub(crate) fn hint_for(output: &str, entry: &CatalogEntry) -> String {
+    let file = crate::catalog::CATALOG_REPO_PATH;
+    let v = &entry.version;
+    if output.contains("linkname") || output.contains("invalid reference to") {
+        format!(
+            "Go's //go:linkname restrictions (Go >= 1.23) reject a dependency this tag pins: add `-checklinkname=0` \
+             to `build.ldflags` of {v} in {file} (never patch KEDA's code)"
+        )
+    } else if output.contains("SECURITY ERROR")
+        || output.contains("verifying module")
+        || output.contains("verifying go.mod")
+        || output.contains("sum.golang.org")
+    {
+        format!(
+            "the checksum database does not vouch for a module of this tag: add `GONOSUMDB: github.com/kedacore/keda` \
+             (or the module named above) to `build.env` of {v} in {file}"
+        )
+    } else if output.contains("requires go >=") || output.contains("toolchain") {
+        "a module needs a newer Go than this machine has: install the Go version named above (GOTOOLCHAIN=local \
+         keeps the harness from downloading one)"
+            .to_string()
+    } else if output.contains("dial tcp")
+        || output.contains("no such host")
+        || output.contains("404 Not Found")
+        || output.contains("410 Gone")
+        || output.contains("unknown revision")
+    {
+        format!(
+            "a module could not be fetched: check access to the Go module proxy (GOPROXY={}) and that every \
+             replace pin of {v} in {file} names a published version",
+            std::env::var("GOPROXY").unwrap_or_else(|_| "default".into())
+        )
+    } else if output.contains("undefined:")
+        || output.contains("cannot use")
+        || output.contains("ambiguous import")
+    {
+        format!(
+            "the dependency set does not compile: compare the `replace` pins of {v} in {file} with the tag's go.mod \
+             (`cargo test -p keda-harness --test catalog` checks them)"
+        )
+    } else {
+        "read the Go error above; rerun with the same command to retry (downloads and compiled packages are \
+         cached)"
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_build_of_the_same_version_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Progress {
+            enabled: false,
+            label: "test".into(),
+            started: Instant::now(),
+        };
+        let held = lock_build_dir(dir.path(), &progress).unwrap();
+        let other = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(".lock"))
+            .unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn package_lines_are_told_apart_from_errors() {
+        assert!(is_package_line("k8s.io/client-go/informers/extensions"));
+        assert!(is_package_line("github.com/kedacore/keda/v2/cmd/operator"));
+        assert!(!is_package_line("# github.com/foo/bar"));
+        assert!(!is_package_line("vendor/x.go:12:3: undefined: Foo"));
+        assert!(!is_package_line("go: downloading golang.org/x/net v0.24.0"));
+        assert!(!is_package_line(
+            "link: github.com/foo: invalid reference to runtime.x"
+        ));
+    }
+}

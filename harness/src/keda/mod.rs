@@ -1,0 +1,161 @@
+//! A KEDA release built from its Go module, its CRDs, and how to start its operator as a local process.
+//!
+//! [`KedaRelease::build`] turns a catalog entry into a Go module of ours under
+//! `target/keda-harness/keda/<version>/` that requires `github.com/kedacore/keda/v2` at the tag (with the tag's
+//! `replace` pins, which Go ignores in dependencies), builds `cmd/operator` there and caches the binary until an
+//! input changes. [`KedaRelease::crds`] reads `config/crd/bases/*.yaml` from the same tag's module source, and
+//! [`KedaRelease::operator_command`] says how to run the operator outside a pod.
+
+mod build;
+mod launch;
+
+use std::path::{Path, PathBuf};
+
+pub use build::BuildOptions;
+pub use launch::{free_loopback_port, OperatorLaunch};
+
+use crate::catalog::{CatalogEntry, KEDA_MODULE};
+
+/// The operator's main package inside the KEDA module.
+pub const OPERATOR_PACKAGE: &str = "github.com/kedacore/keda/v2/cmd/operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KedaError {
+    #[error("`{go}` could not be started ({source}): install Go >= 1.26 (bash ci/prepare.sh checks for it) or set KEDA_HARNESS_GO to the go binary")]
+    GoMissing { go: PathBuf, source: std::io::Error },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    GoCommand(Box<GoCommandFailure>),
+    #[error("{0}")]
+    BuildFailed(Box<BuildFailure>),
+    #[error("no CRD files in {dir}: expected config/crd/bases/*.yaml in the KEDA module source of {version}")]
+    NoCrds { version: String, dir: PathBuf },
+    #[error("preparing the operator's gRPC metrics-service certificates in {dir}: {message}")]
+    Certs { dir: PathBuf, message: String },
+    #[error("finding a free loopback port: {0}")]
+    Port(std::io::Error),
+}
+
+/// A go command other than the build failed.
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed ({status}):\n{output}\nWhat to do: {hint}")]
+pub struct GoCommandFailure {
+    pub command: String,
+    pub status: String,
+    pub output: String,
+    pub hint: String,
+}
+
+/// `go build` of the operator failed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "building the KEDA {version} operator failed after {elapsed_secs} s ({status}).\n\
+     Last lines of go build:\n{tail}\n\
+     What to do: {hint}\n\
+     Full log: {}",
+    log.display()
+)]
+pub struct BuildFailure {
+    pub version: String,
+    pub status: String,
+    pub elapsed_secs: u64,
+    pub tail: String,
+    pub hint: String,
+    pub log: PathBuf,
+}
+
+/// One CRD manifest file from the KEDA module source.
+#[derive(Debug, Clone)]
+pub struct CrdManifest {
+    /// File name (`keda.sh_scaledjobs.yaml`).
+    pub file_name: String,
+    pub path: PathBuf,
+    pub yaml: String,
+}
+
+/// A built KEDA operator for one catalog version.
+#[derive(Debug, Clone)]
+pub struct KedaRelease {
+    entry: CatalogEntry,
+    binary: PathBuf,
+    module_dir: PathBuf,
+    go: PathBuf,
+    go_env: Vec<(String, String)>,
+    /// True when this call reused a cached binary.
+    pub from_cache: bool,
+    /// Wall-clock seconds `build` took (cache check included).
+    pub build_secs: f64,
+}
+
+impl KedaRelease {
+    /// The catalog entry this release was built from.
+    pub fn entry(&self) -> &CatalogEntry {
+        &self.entry
+    }
+
+    /// The operator binary.
+    pub fn operator_binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The generated Go module (go.mod, go.sum, build log, binary).
+    pub fn module_dir(&self) -> &Path {
+        &self.module_dir
+    }
+
+    /// Where the Go module cache holds the tag's source (`go mod download -json` → `Dir`).
+    pub fn module_source_dir(&self) -> Result<PathBuf, KedaError> {
+        build::module_source_dir(&self.go, &self.module_dir, &self.go_env, &self.entry)
+    }
+
+    /// The tag's CRDs (`config/crd/bases/*.yaml` of the module source), sorted by file name.
+    pub fn crds(&self) -> Result<Vec<CrdManifest>, KedaError> {
+        let source = self.module_source_dir()?;
+        let dir = source.join("config/crd/bases");
+        let read_dir = std::fs::read_dir(&dir).map_err(|source| KedaError::Io {
+            action: "listing the CRD folder",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut crds = Vec::new();
+        for item in read_dir {
+            let item = item.map_err(|source| KedaError::Io {
+                action: "listing the CRD folder",
+                path: dir.clone(),
+                source,
+            })?;
+            let path = item.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let yaml = std::fs::read_to_string(&path).map_err(|source| KedaError::Io {
+                action: "reading CRD",
+                path: path.clone(),
+                source,
+            })?;
+            crds.push(CrdManifest {
+                file_name: item.file_name().to_string_lossy().into_owned(),
+                path,
+                yaml,
+            });
+        }
+        if crds.is_empty() {
+            return Err(KedaError::NoCrds {
+                version: self.entry.version.to_string(),
+                dir,
+            });
+        }
+        crds.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+        Ok(crds)
+    }
+
+    /// The module path and version this release builds (`github.com/kedacore/keda/v2@v2.15.0`).
+    pub fn module_version(&self) -> String {
+        format!("{KEDA_MODULE}@{}", self.entry.tag)
+    }
+}
