@@ -2,8 +2,8 @@
 //!
 //! Where things live:
 //! - `catalog`: the KEDA versions the harness can build and run (harness/catalog/keda-versions.yaml).
-//! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `keda`: a KEDA release built from its Go module, its CRDs, and how to run its operator locally.
+//! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
 pub mod catalog;
@@ -12,3 +12,5 @@ pub mod keda;
 pub mod postgres;
 pub mod prereq;
 pub mod process;
+pub mod report;
+pub mod scenario;
