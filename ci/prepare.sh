@@ -20,6 +20,26 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian keeps the server binaries off PATH; the harness also looks in /usr/lib/postgresql/*/bin.
 
+# --- Docker daemon and offline images (container provider, kind backend's local pieces) ----------------------
+# Starts dockerd when no daemon answers. HTTP(S)_PROXY point at a dead loopback port: no registry is reachable
+# here, so an accidental pull fails at once instead of hanging. Images are built from Debian packages instead
+# (ci/images/); each build is skipped when its image exists.
+if ! docker info >/dev/null 2>&1; then
+  need_root
+  step "start dockerd (log /var/log/keda-harness-dockerd.log)"
+  command -v dockerd >/dev/null || { echo "dockerd not found: apt-get install docker.io" >&2; exit 1; }
+  mkdir -p /var/lib/docker /var/run/docker-exec
+  HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+    setsid nohup dockerd --host unix:///var/run/docker.sock --data-root /var/lib/docker \
+      --exec-root /var/run/docker-exec --pidfile /var/run/keda-harness-dockerd.pid \
+      >>/var/log/keda-harness-dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not answer within 60 s; see /var/log/keda-harness-dockerd.log" >&2; tail -n 20 /var/log/keda-harness-dockerd.log >&2; exit 1; }
+fi
+step "offline images (ci/images/)"
+bash "$here/ci/images/postgres.sh"
+bash "$here/ci/images/debian-base.sh"
+
 # --- Python clients for the conformance tests ---------------------------------------------------------------
 step "Python clients (requirements in tests/conformance/python/requirements.txt)"
 if [ -f "$here/tests/conformance/python/requirements.txt" ]; then
