@@ -244,14 +244,15 @@ impl LocalPostgres {
         as_user(&mut initdb, owner);
         run_checked(initdb)?;
 
-        let prefix = if config.listen_ip.is_ipv4() { 32 } else { 128 };
+        // Any client address: the server only listens on `listen_ip`, and a client of 127.0.0.23 connects from
+        // 127.0.0.1, so matching the listen IP would lock clients out.
         let hba = format!(
             "# Written by keda-harness (LocalPostgres).\n\
              # Unix socket: the harness seeds data and the Entra front reaches roles here.\n\
              local all all trust\n\
              # TCP: the method under test.\n\
-             host all all {ip}/{prefix} {method}\n",
-            ip = config.listen_ip,
+             host all all 0.0.0.0/0 {method}\n\
+             host all all ::/0 {method}\n",
             method = config.host_auth.pg_hba_method(),
         );
         let hba_path = data_dir.join("pg_hba.conf");

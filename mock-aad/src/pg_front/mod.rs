@@ -75,7 +75,7 @@ pub struct FrontConfig {
     tls: Option<Arc<rustls::ServerConfig>>,
     rules: TokenRules,
     principals: Vec<EntraPrincipal>,
-    passthrough_non_entra: bool,
+    passthrough_non_entra: Option<Upstream>,
     upstream_password: Option<String>,
     max_token_bytes: usize,
 }
@@ -89,7 +89,7 @@ impl FrontConfig {
             tls: None,
             rules,
             principals: Vec::new(),
-            passthrough_non_entra: false,
+            passthrough_non_entra: None,
             upstream_password: None,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
         }
@@ -114,9 +114,10 @@ impl FrontConfig {
         self
     }
 
-    /// Hand roles that are not Entra principals to the server's own authentication (default: refuse them).
-    pub fn with_passthrough_non_entra(mut self, on: bool) -> Self {
-        self.passthrough_non_entra = on;
+    /// Hand roles that are not Entra principals to this server address, whose own authentication then
+    /// applies (its TCP listener, not the trusted socket). Default: refuse them with 28P01.
+    pub fn with_passthrough_non_entra(mut self, server: Upstream) -> Self {
+        self.passthrough_non_entra = Some(server);
         self
     }
 
@@ -150,7 +151,7 @@ struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     validator: TokenValidator,
     principals: RwLock<Vec<EntraPrincipal>>,
-    passthrough_non_entra: bool,
+    passthrough_non_entra: Option<Upstream>,
     upstream_password: Option<String>,
     max_token_bytes: usize,
     journal: AuthJournal,
@@ -402,8 +403,8 @@ async fn authenticate(
         .iter()
         .find(|p| p.role == user)
         .cloned();
-    if principal.is_none() && shared.passthrough_non_entra {
-        let mut upstream = connect_upstream(&shared.upstream).await?;
+    if let (None, Some(server)) = (&principal, &shared.passthrough_non_entra) {
+        let mut upstream = connect_upstream(server).await?;
         wire::write_all(&mut upstream, &startup.to_bytes()).await?;
         shared.upstream_sessions.fetch_add(1, Ordering::SeqCst);
         attempt.record(shared, AuthOutcome::Passthrough);
