@@ -1,1 +1,354 @@
-fn main() {}
+//! `mock-aad`: run the Entra ID mock from a shell or a container.
+//!
+//! - `mock-aad serve [--config FILE] [--listen ADDR]` prints one JSON line (`url`, `ca_file`, ...) when ready.
+//! - `mock-aad example-config` prints a working config with a built-in test issuer.
+//! - `mock-aad mint-assertion --subject system:serviceaccount:NS:SA` prints an assertion that config accepts.
+//! - `mock-aad bench` measures start-to-ready and the client-assertion token flow over HTTPS on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mock_aad::assertion::{EXAMPLE_CLIENT_ID, EXAMPLE_TENANT_ID};
+use mock_aad::ca::IssuedCert;
+use mock_aad::{example_config, AssertionSpec, EntraConfig, EntraMock, TestIssuer};
+
+#[derive(Parser)]
+#[command(
+    name = "mock-aad",
+    version,
+    about = "A mock Microsoft Entra ID for workload identity tests (offline, HTTPS, test CA)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the mock until Ctrl-C / SIGTERM. Prints one JSON line on stdout when ready.
+    Serve {
+        /// YAML or JSON config (see `example-config`). Without it, the example config is served.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Serve this certificate (PEM) instead of generating a CA; needs --tls-key and --tls-ca.
+        #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The CA certificate (PEM) that signed --tls-cert; written to the state directory as ca.crt.
+        #[arg(long, requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
+        /// More DNS names / IPs for the generated certificate (repeatable).
+        #[arg(long = "extra-name")]
+        extra_names: Vec<String>,
+        /// Where to write ca.crt (default: a temp directory removed on exit).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print a working config: one tenant, one identity with a federated credential for
+    /// system:serviceaccount:keda:keda-operator issued by the built-in test issuer, and a client secret.
+    ExampleConfig {
+        /// JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a client assertion signed by the built-in test issuer (what a projected service-account token is).
+    MintAssertion {
+        /// `sub`, e.g. system:serviceaccount:keda:keda-operator.
+        #[arg(long)]
+        subject: String,
+        #[arg(long, default_value = mock_aad::config::TOKEN_EXCHANGE_AUDIENCE)]
+        audience: String,
+        #[arg(long, default_value_t = 3600)]
+        lifetime_secs: u64,
+        /// Make it expired (ended this many seconds ago) — to see AADSTS700024.
+        #[arg(long)]
+        expired_secs_ago: Option<u64>,
+    },
+    /// Measure start-to-ready and the full client-assertion token flow over HTTPS on loopback.
+    Bench {
+        /// Token requests to time.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Mock starts to time.
+        #[arg(long, default_value_t = 20)]
+        starts: usize,
+        /// Open a new TLS connection for every request (default: keep-alive pool, as MSAL/azidentity do).
+        #[arg(long)]
+        fresh_connections: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MOCK_AAD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            extra_names,
+            state_dir,
+        } => rt.block_on(serve(
+            config,
+            listen,
+            tls_cert.zip(tls_key).zip(tls_ca),
+            extra_names,
+            state_dir,
+        )),
+        Command::ExampleConfig { json } => {
+            let c = example_config();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("# mock-aad example config (test identities only; the issuer key is a built-in test key)\n{}", c.to_yaml());
+            }
+            Ok(())
+        }
+        Command::MintAssertion {
+            subject,
+            audience,
+            lifetime_secs,
+            expired_secs_ago,
+        } => {
+            let mut spec = AssertionSpec::new(subject)
+                .audience(audience)
+                .lifetime(Duration::from_secs(lifetime_secs));
+            if let Some(ago) = expired_secs_ago {
+                spec = spec.expired(Duration::from_secs(ago));
+            }
+            println!("{}", TestIssuer::builtin().mint(&spec)?);
+            Ok(())
+        }
+        Command::Bench {
+            requests,
+            concurrency,
+            starts,
+            fresh_connections,
+        } => rt.block_on(bench(
+            requests,
+            concurrency.max(1),
+            starts,
+            fresh_connections,
+        )),
+    }
+}
+
+async fn serve(
+    config_path: Option<PathBuf>,
+    listen: SocketAddr,
+    tls: Option<((PathBuf, PathBuf), PathBuf)>,
+    extra_names: Vec<String>,
+    state_dir: Option<PathBuf>,
+) -> Result<()> {
+    let (config, config_name) = match &config_path {
+        Some(p) => (EntraConfig::from_file(p)?, p.display().to_string()),
+        None => (example_config(), "built-in example".to_string()),
+    };
+    let mut builder = EntraMock::builder(config)
+        .with_listen(listen)
+        .with_extra_names(extra_names);
+    if let Some(((cert, key), ca)) = tls {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        builder = builder.with_tls(IssuedCert {
+            cert_pem: read(&cert)?,
+            key_pem: read(&key)?,
+            ca_pem: read(&ca)?,
+        });
+    }
+    if let Some(d) = state_dir {
+        builder = builder.with_state_dir(d);
+    }
+    let mock = builder.start().await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "ready",
+            "url": mock.url(),
+            "addr": mock.addr().to_string(),
+            "ca_file": mock.ca_file(),
+            "admin": format!("{}/_admin/", mock.url()),
+            "config": config_name,
+            "ready_ms": mock.ready_after().as_secs_f64() * 1000.0,
+        })
+    );
+    wait_for_stop_signal().await?;
+    eprintln!("mock-aad: stopping");
+    mock.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+async fn bench(requests: usize, concurrency: usize, starts: usize, fresh: bool) -> Result<()> {
+    // Start-to-ready: builder().start() until the port accepts, then a first HTTPS request answered.
+    let mut ready = Vec::new();
+    let mut first_answer = Vec::new();
+    for _ in 0..starts.max(1) {
+        let t0 = Instant::now();
+        let mock = EntraMock::builder(example_config()).start().await?;
+        ready.push(t0.elapsed());
+        let client = https_client(&mock, false)?;
+        let status = client
+            .get(format!("{}/_admin/health", mock.url()))
+            .send()
+            .await?
+            .status();
+        if !status.is_success() {
+            bail!("health check answered {status}");
+        }
+        first_answer.push(t0.elapsed());
+        mock.shutdown().await;
+    }
+    ready.sort();
+    first_answer.sort();
+
+    // Token flow: the request an MSAL-based client sends with a projected service-account token.
+    let mock = EntraMock::builder(example_config()).start().await?;
+    let assertion =
+        TestIssuer::builtin().mint(&AssertionSpec::new(mock_aad::assertion::EXAMPLE_SUBJECT))?;
+    let form = vec![
+        ("grant_type", "client_credentials".to_string()),
+        ("client_id", EXAMPLE_CLIENT_ID.to_string()),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+        ),
+        ("client_assertion", assertion),
+        ("client_info", "1".to_string()),
+        (
+            "scope",
+            "https://ossrdbms-aad.database.windows.net/.default openid offline_access profile"
+                .to_string(),
+        ),
+    ];
+    let url = mock.token_url(EXAMPLE_TENANT_ID);
+    let rules = mock
+        .access_token_rules(EXAMPLE_TENANT_ID)
+        .context("example tenant")?;
+    let client = https_client(&mock, fresh)?;
+    // Warm-up request, and proof the flow really issues valid tokens.
+    let body: serde_json::Value = client.post(&url).form(&form).send().await?.json().await?;
+    let token = body["access_token"]
+        .as_str()
+        .with_context(|| format!("no access_token in {body}"))?;
+    rules
+        .validate(token)
+        .map_err(|e| anyhow::anyhow!("issued token does not validate: {e}"))?;
+
+    let per_worker = requests.div_ceil(concurrency);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let client = if fresh {
+            https_client(&mock, true)?
+        } else {
+            client.clone()
+        };
+        let url = url.clone();
+        let form = form.clone();
+        tasks.spawn(async move {
+            let mut lat = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                let t = Instant::now();
+                let resp = client.post(&url).form(&form).send().await?;
+                let status = resp.status();
+                let _ = resp.bytes().await?;
+                if status != 200 {
+                    anyhow::bail!("token request answered {status}");
+                }
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        latencies.extend(r??);
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    let n = latencies.len();
+    let issued = mock.token_requests().len();
+    mock.shutdown().await;
+
+    let report = serde_json::json!({
+        "start_to_ready_ms": {"p50": ms(percentile(&ready, 0.5)), "max": ms(*ready.last().unwrap()), "runs": ready.len()},
+        "start_to_first_https_answer_ms": {"p50": ms(percentile(&first_answer, 0.5)), "max": ms(*first_answer.last().unwrap())},
+        "token_flow": {
+            "requests": n,
+            "concurrency": concurrency,
+            "fresh_connections": fresh,
+            "tokens_per_sec": ((n as f64 / wall.as_secs_f64()) * 10.0).round() / 10.0,
+            "p50_ms": ms(percentile(&latencies, 0.5)),
+            "p99_ms": ms(percentile(&latencies, 0.99)),
+            "max_ms": ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+            "journaled": issued,
+        },
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn https_client(mock: &EntraMock, fresh: bool) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(mock.ca_pem().as_bytes())?)
+        .no_proxy()
+        .timeout(Duration::from_secs(30));
+    if fresh {
+        b = b.pool_max_idle_per_host(0);
+    }
+    Ok(b.build()?)
+}
