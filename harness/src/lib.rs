@@ -1,14 +1,18 @@
 //! keda-harness: reproduces KEDA + Azure Workload Identity + PostgreSQL behaviour without an Azure tenant.
 //!
 //! Where things live:
+//! - `backend`: where KEDA runs; `backend::kind` renders and drives a kind cluster with KEDA from its Helm chart.
 //! - `catalog`: the KEDA versions the harness can build and run (harness/catalog/keda-versions.yaml).
 //! - `keda`: a KEDA release built from its Go module, its CRDs, and how to run its operator locally.
 //! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
+pub mod assertions;
+pub mod backend;
 pub mod catalog;
 pub mod egress;
 pub mod keda;
+pub mod observe;
 pub mod postgres;
 pub mod prereq;
 pub mod process;

@@ -1,0 +1,379 @@
+//! Evaluating a scenario's expectation against what KEDA really did. Backend-agnostic: a backend provides a
+//! [`ScenarioWorld`] (Kubernetes API, the Entra mock's journal, the database) and gets [`Check`]s back.
+//!
+//! Like KEDA's own tests/helper: poll until a condition holds, remember the last observation, and say it on
+//! timeout. Jobs are counted by the `scaledjob.keda.sh/name` label.
+
+use std::time::{Duration, Instant};
+
+use tracing::info_span;
+use tracing::Instrument;
+
+use crate::catalog::PgxErrorStyle;
+use crate::observe::{ObservedEvent, ScaledJobObserver};
+use crate::report::Check;
+use crate::scenario::{Expectation, Outcome, Scenario};
+
+/// The event KEDA's scale handler records when a scaler fails.
+pub const SCALER_FAILED: &str = "KEDAScalerFailed";
+/// The event KEDA records when it created Jobs.
+pub const JOBS_CREATED: &str = "KEDAJobsCreated";
+
+/// What an assertion needs from a running scenario.
+pub trait ScenarioWorld {
+    fn observer(&self) -> &ScaledJobObserver;
+    /// Token requests the Entra mock answered for the trigger's identity (any outcome).
+    fn token_requests(&self) -> u64;
+    /// Set the row count of the scenario's table.
+    fn set_rows(&self, rows: u64) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The outcome of evaluating one expectation.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub expected: String,
+    pub observed: String,
+    pub checks: Vec<Check>,
+    pub first_error: Option<String>,
+}
+
+impl Evaluation {
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+}
+
+/// Timing of a scenario run, derived from its polling interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub polling_interval: Duration,
+    /// How long to wait for the first sign of KEDA acting (operator start + a few polls).
+    pub first_signal: Duration,
+}
+
+impl Timing {
+    pub fn for_polling_interval(seconds: u64) -> Self {
+        let pi = Duration::from_secs(seconds.max(1));
+        Self {
+            polling_interval: pi,
+            first_signal: (pi * 8).max(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// How a scaler-error message must look: the expectation's text, inside the connect error of the pgx version
+/// this KEDA pins.
+pub fn scaler_error_matches(
+    message: &str,
+    expectation: &Expectation,
+    scenario: &Scenario,
+    pgx: PgxErrorStyle,
+) -> Result<(), String> {
+    let wanted = expectation.error_contains.as_deref().unwrap_or_default();
+    if !message.contains(wanted) {
+        return Err(format!("does not carry `{wanted}`"));
+    }
+    let pg = &scenario.trigger.postgres;
+    let prefix = pgx.connect_error_prefix(&pg.host, &pg.user, &pg.database);
+    if !message.contains(&prefix) {
+        return Err(format!(
+            "not in this KEDA's pgx format: expected `{prefix}`"
+        ));
+    }
+    Ok(())
+}
+
+fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
+    let rows = scenario.file.data.rows;
+    let jobs = e.jobs.count(&scenario.trigger, rows);
+    let mut s = match e.outcome {
+        Outcome::Scales => format!("{jobs} jobs"),
+        Outcome::ScalerError => format!("scaler error, {jobs} jobs"),
+    };
+    let mut total = rows;
+    for step in &e.then {
+        total += step.add_rows;
+        s.push_str(&format!(
+            ", +{} rows: {} jobs",
+            step.add_rows,
+            step.jobs.count(&scenario.trigger, total)
+        ));
+    }
+    s
+}
+
+/// Poll `f` every `every` until it returns `Some`, or `timeout`; on timeout return the last observation.
+async fn poll<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("nothing observed yet");
+    async {
+        loop {
+            match f().await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last = e,
+            }
+            if start.elapsed() >= timeout {
+                return Err(format!(
+                    "timed out after {:.0} s waiting for {what}; last: {last}",
+                    timeout.as_secs_f64()
+                ));
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+    .instrument(info_span!("wait", what))
+    .await
+}
+
+fn scaler_failures(events: &[ObservedEvent]) -> Vec<&ObservedEvent> {
+    events
+        .iter()
+        .filter(|e| e.reason == SCALER_FAILED)
+        .collect()
+}
+
+/// Evaluate `expectation` against `world`. `applied_at` is when the scenario's manifests were applied.
+pub async fn evaluate<W: ScenarioWorld>(
+    world: &W,
+    scenario: &Scenario,
+    expectation: &Expectation,
+    pgx: PgxErrorStyle,
+    timing: Timing,
+    applied_at: Instant,
+) -> Evaluation {
+    let expected = describe_expected(expectation, scenario);
+    let obs = world.observer();
+    let mut checks = Vec::new();
+    let mut first_error = None;
+    let tick = Duration::from_millis(500);
+    let rows = scenario.file.data.rows;
+    let want = expectation.jobs.count(&scenario.trigger, rows);
+    let observed;
+
+    match expectation.outcome {
+        Outcome::ScalerError => {
+            let found = poll(
+                "a KEDAScalerFailed event in this KEDA's pgx format",
+                timing.first_signal,
+                tick,
+                || async {
+                    let events = obs.events().await.map_err(|e| e.to_string())?;
+                    let failures = scaler_failures(&events);
+                    if let Some(ok) = failures.iter().find(|e| {
+                        scaler_error_matches(&e.message, expectation, scenario, pgx).is_ok()
+                    }) {
+                        return Ok(Some((*ok).clone()));
+                    }
+                    match failures.last() {
+                        Some(e) => Err(format!(
+                            "{SCALER_FAILED} `{}` {}",
+                            e.message,
+                            scaler_error_matches(&e.message, expectation, scenario, pgx)
+                                .unwrap_err()
+                        )),
+                        None => Err(format!(
+                            "no {SCALER_FAILED} event; events: {:?}",
+                            events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                        )),
+                    }
+                },
+            )
+            .await;
+            match &found {
+                Ok(ev) => {
+                    first_error = Some(ev.message.clone());
+                    checks.push(Check {
+                        name: format!(
+                            "{SCALER_FAILED} event carries `{}` in pgx format",
+                            expectation.error_contains.as_deref().unwrap_or_default()
+                        ),
+                        passed: true,
+                        detail: format!("{} ({}, reporter {})", ev.message, ev.type_, ev.reporter),
+                    });
+                }
+                Err(e) => checks.push(Check {
+                    name: format!(
+                        "{SCALER_FAILED} event carries `{}`",
+                        expectation.error_contains.as_deref().unwrap_or_default()
+                    ),
+                    passed: false,
+                    detail: e.clone(),
+                }),
+            }
+            // Jobs must not appear during at least two polling intervals after the manifests were applied.
+            let hold_until = applied_at + timing.polling_interval * 2;
+            let now = Instant::now();
+            if hold_until > now {
+                tokio::time::sleep(hold_until - now).await;
+            }
+            let jobs = obs.job_count().await;
+            checks.push(match &jobs {
+                Ok(n) => Check {
+                    name: format!("jobs == {want} after two polling intervals"),
+                    passed: *n == want,
+                    detail: format!("{n} jobs after {:.0} s", applied_at.elapsed().as_secs_f64()),
+                },
+                Err(e) => Check {
+                    name: format!("jobs == {want}"),
+                    passed: false,
+                    detail: format!("listing Jobs failed: {e}"),
+                },
+            });
+            observed = format!(
+                "{}, {} jobs",
+                if found.is_ok() {
+                    "scaler error"
+                } else {
+                    "no scaler error"
+                },
+                jobs.as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| "?".into())
+            );
+        }
+        Outcome::Scales => {
+            let mut total_rows = rows;
+            let mut last_count = reach_and_hold(obs, want, timing, &mut checks).await;
+            let events = obs.events().await.unwrap_or_default();
+            first_error = scaler_failures(&events).first().map(|e| e.message.clone());
+            let created = events.iter().find(|e| e.reason == JOBS_CREATED);
+            checks.push(Check {
+                name: format!("{JOBS_CREATED} event"),
+                passed: created.is_some(),
+                detail: created.map(|e| e.message.clone()).unwrap_or_else(|| {
+                    format!(
+                        "none; events: {:?}",
+                        events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                    )
+                }),
+            });
+            for step in &expectation.then {
+                total_rows += step.add_rows;
+                let step_want = step.jobs.count(&scenario.trigger, total_rows);
+                match world.set_rows(total_rows).await {
+                    Ok(()) => {
+                        last_count = reach_and_hold(obs, step_want, timing, &mut checks).await
+                    }
+                    Err(e) => checks.push(Check {
+                        name: format!("add {} rows", step.add_rows),
+                        passed: false,
+                        detail: format!("{e:#}"),
+                    }),
+                }
+            }
+            observed = match last_count {
+                Some(n) => format!("{n} jobs"),
+                None => "jobs unknown".into(),
+            };
+        }
+    }
+    let seen = world.token_requests();
+    checks.push(Check {
+        name: format!(
+            "token requests from the trigger's identity: {}",
+            expectation.token_requests.describe()
+        ),
+        passed: expectation.token_requests.holds(seen),
+        detail: format!("{seen} token requests in the Entra mock's journal"),
+    });
+    Evaluation {
+        expected,
+        observed,
+        checks,
+        first_error,
+    }
+}
+
+/// Wait for `want` Jobs, then watch one more polling interval that KEDA does not create more.
+async fn reach_and_hold(
+    obs: &ScaledJobObserver,
+    want: u64,
+    timing: Timing,
+    checks: &mut Vec<Check>,
+) -> Option<u64> {
+    let started = Instant::now();
+    let reached = poll(
+        &format!("{want} jobs"),
+        timing.first_signal,
+        Duration::from_millis(500),
+        || async {
+            let n = obs.job_count().await.map_err(|e| e.to_string())?;
+            if n >= want {
+                Ok(Some(n))
+            } else {
+                Err(format!("{n} jobs"))
+            }
+        },
+    )
+    .await;
+    match reached {
+        Ok(n) => checks.push(Check {
+            name: format!("jobs reach {want}"),
+            passed: true,
+            detail: format!("{n} jobs after {:.1} s", started.elapsed().as_secs_f64()),
+        }),
+        Err(e) => {
+            checks.push(Check {
+                name: format!("jobs reach {want}"),
+                passed: false,
+                detail: e,
+            });
+            return obs.job_count().await.ok();
+        }
+    }
+    tokio::time::sleep(timing.polling_interval + Duration::from_secs(1)).await;
+    let n = obs.job_count().await.ok();
+    checks.push(Check {
+        name: format!("jobs stay at {want} for a polling interval"),
+        passed: n == Some(want),
+        detail: match n {
+            Some(n) => format!("{n} jobs"),
+            None => "listing Jobs failed".into(),
+        },
+    });
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_customers_message_matches_the_2_14_1_shape() {
+        // The customer's event text from FACTS.md (kedacore/keda#6654), with the seed scenario's host/user/db.
+        let s = Scenario::load("seed").unwrap();
+        let e = s.expectation_for("2.14.1").unwrap();
+        let msg = "error establishing postgreSQL connection: failed to connect to `host=postgres.postgres.database.azure.com user=movies-mi database=movies`: server error (FATAL: empty password returned by client (SQLSTATE 28P01))";
+        assert_eq!(
+            scaler_error_matches(msg, e, &s, PgxErrorStyle::HostUserDatabase),
+            Ok(())
+        );
+        let err = scaler_error_matches(msg, e, &s, PgxErrorStyle::UserDatabaseAddr).unwrap_err();
+        assert!(err.contains("pgx format"), "{err}");
+        let other = "error establishing postgreSQL connection: failed SASL auth (FATAL: password authentication failed for user \"movies-mi\")";
+        assert!(scaler_error_matches(other, e, &s, PgxErrorStyle::HostUserDatabase).is_err());
+    }
+
+    #[test]
+    fn expected_text_follows_rows_and_steps() {
+        let s = Scenario::load("seed").unwrap();
+        assert_eq!(
+            describe_expected(s.expectation_for("2.15.0").unwrap(), &s),
+            "3 jobs, +2 rows: 5 jobs"
+        );
+        assert_eq!(
+            describe_expected(s.expectation_for("2.14.1").unwrap(), &s),
+            "scaler error, 0 jobs"
+        );
+    }
+}
