@@ -393,6 +393,11 @@ fn run_go_build(
                 } else if is_package_line(&line) {
                     packages.fetch_add(1, Ordering::Relaxed);
                 } else if let Ok(mut tail) = tail.lock() {
+                    // Go repeats one module error for every importing file: keep each message once.
+                    let message = error_message(&line);
+                    if tail.iter().any(|kept| error_message(kept) == message) {
+                        continue;
+                    }
                     tail.push_back(line);
                     if tail.len() > ERROR_TAIL_LINES {
                         tail.pop_front();
@@ -455,6 +460,16 @@ fn run_go_build(
     })))
 }
 
+/// A Go error line without its `FILE.go:LINE:COL: ` prefix.
+fn error_message(line: &str) -> &str {
+    match line.find(".go:") {
+        Some(i) => {
+            line[i + 4..].trim_start_matches(|c: char| c.is_ascii_digit() || c == ':' || c == ' ')
+        }
+        None => line,
+    }
+}
+
 /// `go build -v` names each package it compiles on a line of its own: an import path, no spaces.
 fn is_package_line(line: &str) -> bool {
     !line.is_empty()
@@ -489,13 +504,15 @@ pub(crate) fn hint_for(output: &str, entry: &CatalogEntry) -> String {
     } else if output.contains("dial tcp")
         || output.contains("no such host")
         || output.contains("404 Not Found")
+        || output.contains("403 Forbidden")
         || output.contains("410 Gone")
+        || output.contains("not available")
+        || output.contains("invalid version")
         || output.contains("unknown revision")
     {
         format!(
-            "a module could not be fetched: check access to the Go module proxy (GOPROXY={}) and that every \
-             replace pin of {v} in {file} names a published version",
-            std::env::var("GOPROXY").unwrap_or_else(|_| "default".into())
+            "a module could not be fetched: check access to the Go module proxy (`go env GOPROXY`) and that \
+             every replace pin of {v} in {file} names a published version"
         )
     } else if output.contains("undefined:")
         || output.contains("cannot use")
@@ -535,6 +552,15 @@ mod tests {
         ));
         drop(held);
         other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn repeated_go_errors_from_different_files_are_one_message() {
+        assert_eq!(
+            error_message("/m/a.go:63:2: k8s.io/api@v0.28.999: 403 Forbidden"),
+            error_message("/m/b.go:7:14: k8s.io/api@v0.28.999: 403 Forbidden")
+        );
+        assert_eq!(error_message("plain line"), "plain line");
     }
 
     #[test]
