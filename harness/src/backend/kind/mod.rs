@@ -1,0 +1,277 @@
+//! The kind backend: a scenario on a kind cluster, with KEDA from its official Helm chart.
+//!
+//! Everything the backend does is rendered as data first ([`KindPlan`]): the kind cluster config
+//! (kind-config/default.yaml), the images to `kind load`, the Kubernetes objects it applies (mock-aad and the
+//! Entra-auth front in namespace `keda-harness`, the run CA for KEDA), the Helm values and command for
+//! kedacore/keda at the catalog's chart version, and the tool commands in order. [`KindPlan::apply`] runs them;
+//! tests snapshot them and dry-run the objects against a real kube-apiserver.
+//!
+//! How KEDA's operator reaches the mocks without the Azure Workload Identity webhook (not installed on kind):
+//! the harness renders what the webhook would inject on AKS — AZURE_CLIENT_ID, AZURE_TENANT_ID,
+//! AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST and a projected service-account token with audience
+//! `api://AzureADTokenExchange` — through the chart's `env` and `volumes.keda.extraVolumes` values. The run's CA
+//! goes in as a ConfigMap volume with SSL_CERT_FILE. `login.microsoftonline.com` and the scenario's Postgres host
+//! resolve to mock-aad's Service, whose ClusterIP is pinned ([`MOCK_AAD_CLUSTER_IP`], inside the service range
+//! that kind-config/default.yaml pins) so the operator's `hostAliases` can be written before anything exists.
+//! Charts >= 2.17.2 take `hostAliases` as a value; older ones get the same list by a strategic-merge patch on
+//! the operator Deployment after `helm install` (the report lists it as a change the harness made).
+//!
+//! What runs where: rendering and its tests run anywhere; `kind`, `helm` and the KEDA images need a networked
+//! machine with Docker. PostgreSQL runs as a container on the `kind` Docker network
+//! ([`crate::postgres::container`]), which also works against this project's offline dockerd.
+
+pub mod cluster;
+pub mod keda;
+pub mod mock_aad;
+pub mod tools;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub use cluster::KindCluster;
+pub use keda::{KedaHelmRelease, WorkloadIdentity};
+pub use mock_aad::{MockAadInCluster, TlsPair};
+pub use tools::{Tool, ToolCommand};
+
+/// The ClusterIP pinned on mock-aad's Service (inside kind-config/default.yaml's `serviceSubnet`).
+pub const MOCK_AAD_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 200, 10);
+/// The host Entra clients talk to; it resolves to mock-aad inside the cluster.
+pub const ENTRA_HOST: &str = "login.microsoftonline.com";
+/// The Docker network kind puts its nodes on; PostgreSQL containers join it.
+pub const KIND_DOCKER_NETWORK: &str = "kind";
+/// The namespace of mock-aad and the Entra-auth front.
+pub const HARNESS_NAMESPACE: &str = "keda-harness";
+/// The ConfigMap (in KEDA's namespace) holding the run CA as `ca.crt`.
+pub const CA_CONFIGMAP: &str = "keda-harness-ca";
+
+/// Errors of the kind backend.
+#[derive(Debug, thiserror::Error)]
+pub enum KindError {
+    #[error("`{tool}` not found on PATH; the kind backend needs it: {hint}")]
+    ToolMissing {
+        tool: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}):\n{output}")]
+    CommandFailed {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("kind config {path}: {message}")]
+    Config { path: String, message: String },
+    #[error("KEDA Helm chart version `{version}` is not a semantic version: {source}")]
+    ChartVersion {
+        version: String,
+        #[source]
+        source: semver::Error,
+    },
+    #[error("rendering {what} as YAML: {source}")]
+    Yaml {
+        what: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+/// What a scenario needs from the kind backend.
+#[derive(Debug, Clone)]
+pub struct KindSettings {
+    /// kind cluster name (`kind create cluster --name`).
+    pub cluster_name: String,
+    /// A kindest/node image for a specific Kubernetes version; `None` takes the kind release's default.
+    pub node_image: Option<String>,
+    /// kedacore/keda chart version (the catalog entry's `helm_chart`).
+    pub keda_chart_version: String,
+    /// The identity KEDA's operator federates as (the chart's podIdentity.azureWorkload values).
+    pub identity: WorkloadIdentity,
+    /// PEM of the run's CA (trusted by the operator through SSL_CERT_FILE).
+    pub ca_pem: String,
+    /// mock-aad in the cluster: image, config, TLS, the Postgres host it fronts and the upstream server.
+    pub mock_aad: MockAadInCluster,
+}
+
+/// Everything the kind backend will do for one scenario, in order, as data.
+#[derive(Debug, Clone)]
+pub struct KindPlan {
+    pub cluster: KindCluster,
+    /// Images built on this machine that the cluster cannot pull (`kind load docker-image`).
+    pub images_to_load: Vec<String>,
+    /// Objects applied before KEDA: namespaces, the CA ConfigMap, mock-aad and the front.
+    pub objects: Vec<serde_json::Value>,
+    pub keda: KedaHelmRelease,
+}
+
+impl KindPlan {
+    /// Render the plan for `settings`.
+    pub fn render(settings: &KindSettings) -> Result<Self, KindError> {
+        let host_aliases = vec![HostAlias {
+            ip: MOCK_AAD_CLUSTER_IP,
+            hostnames: vec![
+                ENTRA_HOST.to_string(),
+                settings.mock_aad.postgres_host.clone(),
+            ],
+        }];
+        let keda = KedaHelmRelease::new(
+            &settings.keda_chart_version,
+            settings.identity.clone(),
+            host_aliases,
+        )?;
+        let mut objects = vec![
+            namespace(keda.namespace()),
+            namespace(HARNESS_NAMESPACE),
+            ca_configmap(keda.namespace(), &settings.ca_pem),
+        ];
+        objects.extend(settings.mock_aad.objects(MOCK_AAD_CLUSTER_IP));
+        Ok(Self {
+            cluster: KindCluster::new(&settings.cluster_name)
+                .with_node_image(settings.node_image.clone()),
+            images_to_load: vec![settings.mock_aad.image.clone()],
+            objects,
+            keda,
+        })
+    }
+
+    /// The objects as one multi-document YAML stream (what `kubectl apply -f -` gets).
+    pub fn objects_yaml(&self) -> Result<String, KindError> {
+        to_yaml_stream(&self.objects)
+    }
+
+    /// Every command, in the order [`KindPlan::apply`] runs them (cluster creation first).
+    pub fn commands(&self) -> Result<Vec<ToolCommand>, KindError> {
+        let mut commands = vec![self.cluster.create_command()];
+        commands.extend(
+            self.images_to_load
+                .iter()
+                .map(|image| self.cluster.load_image_command(image)),
+        );
+        commands.push(
+            ToolCommand::new(
+                Tool::Kubectl,
+                [
+                    "--context",
+                    &self.cluster.kube_context(),
+                    "apply",
+                    "--server-side",
+                    "-f",
+                    "-",
+                ],
+            )
+            .with_stdin(self.objects_yaml()?),
+        );
+        commands.push(self.keda.repo_add_command());
+        commands.push(self.keda.install_command(&self.cluster.kube_context())?);
+        if let Some(patch) = self
+            .keda
+            .host_aliases_patch_command(&self.cluster.kube_context())
+        {
+            commands.push(patch);
+        }
+        commands.push(ToolCommand::new(
+            Tool::Kubectl,
+            [
+                "--context",
+                &self.cluster.kube_context(),
+                "-n",
+                self.keda.namespace(),
+                "rollout",
+                "status",
+                "deployment/keda-operator",
+                "--timeout=300s",
+            ],
+        ));
+        commands.push(ToolCommand::new(
+            Tool::Kubectl,
+            [
+                "--context",
+                &self.cluster.kube_context(),
+                "-n",
+                HARNESS_NAMESPACE,
+                "rollout",
+                "status",
+                "deployment/mock-aad",
+                "--timeout=120s",
+            ],
+        ));
+        Ok(commands)
+    }
+
+    /// Check every tool is installed, then run [`KindPlan::commands`] in order; stops at the first failure.
+    pub fn apply(&self) -> Result<(), KindError> {
+        for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Helm] {
+            tool.locate()?;
+        }
+        for command in self.commands()? {
+            tracing::info!(%command, "kind backend");
+            command.run()?;
+        }
+        Ok(())
+    }
+
+    /// `kind delete cluster`.
+    pub fn teardown_command(&self) -> ToolCommand {
+        self.cluster.delete_command()
+    }
+}
+
+/// One `hostAliases` entry of a pod spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAlias {
+    pub ip: Ipv4Addr,
+    pub hostnames: Vec<String>,
+}
+
+impl HostAlias {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "ip": self.ip.to_string(), "hostnames": self.hostnames })
+    }
+}
+
+fn namespace(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": name, "labels": { "app.kubernetes.io/managed-by": "keda-harness" } },
+    })
+}
+
+fn ca_configmap(namespace: &str, ca_pem: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CA_CONFIGMAP,
+            "namespace": namespace,
+            "labels": { "app.kubernetes.io/managed-by": "keda-harness" },
+        },
+        "data": { "ca.crt": ca_pem },
+    })
+}
+
+/// Objects as a `---`-separated YAML stream.
+pub fn to_yaml_stream(objects: &[serde_json::Value]) -> Result<String, KindError> {
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(
+            &serde_yaml::to_string(object).map_err(|source| KindError::Yaml {
+                what: format!(
+                    "{} {}",
+                    object["kind"].as_str().unwrap_or("object"),
+                    object["metadata"]["name"].as_str().unwrap_or("?")
+                ),
+                source,
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Where the Entra-auth front in the cluster relays sessions: the PostgreSQL container's address on the kind
+/// network (see [`crate::postgres::container::ContainerPostgres::network_addr`]).
+pub type PostgresUpstream = SocketAddr;
