@@ -622,12 +622,12 @@ impl Shared {
                 entry.outcome = Outcome::Fault;
                 entry.error_code = Some(err.code);
                 entry.error = Some(err.error.to_string());
-                entry.added_latency_ms = (!delay.is_zero()).then(|| delay.as_millis() as u64);
+                entry.added_latency_ms = (!delay.is_zero()).then_some(delay.as_millis() as u64);
                 self.journal.record(entry);
                 return t.set_delay(delay);
             }
         }
-        entry.added_latency_ms = (!delay.is_zero()).then(|| delay.as_millis() as u64);
+        entry.added_latency_ms = (!delay.is_zero()).then_some(delay.as_millis() as u64);
 
         let host = host.unwrap_or_else(|| ENTRA_HOST.to_string());
         let result: Result<(serde_json::Value, Option<String>), EntraError> = match endpoint {

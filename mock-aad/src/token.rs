@@ -236,7 +236,11 @@ impl TokenService<'_> {
         let exp = claims.get("exp").and_then(|v| v.as_i64());
         let nbf = claims.get("nbf").and_then(|v| v.as_i64());
         let in_range = match exp {
-            Some(exp) => exp + skew >= now && nbf.is_none_or(|nbf| nbf - skew <= now),
+            // Saturating: `exp`/`nbf` are attacker-chosen and may sit at the ends of i64.
+            Some(exp) => {
+                exp.saturating_add(skew) >= now
+                    && nbf.is_none_or(|nbf| nbf.saturating_sub(skew) <= now)
+            }
             None => false,
         };
         if !in_range {
