@@ -17,7 +17,15 @@
 //! - Leader election off (the chart turns it on): one operator per control plane, no lease wait at start.
 //! - `--ca-dir` exists from 2.15.0 (extra CAs for scalers); 2.14.1 refuses unknown flags, so it is only passed
 //!   from 2.15.0 on. `SSL_CERT_FILE` works for every version (Go's system pool).
-//! - Before the operator starts, its CRDs must be established, or its caches fail to start.
+//! - Before the operator starts, its CRDs must be established: a missing one (e.g. 2.20's
+//!   ClusterCloudEventSource when older CRDs are installed) logs "if kind is a CRD, it should be installed before
+//!   calling Start" and that controller never runs. Apply them server-side: `keda.sh_scaledjobs.yaml` is larger
+//!   than the 256 KiB `last-applied-configuration` annotation of a client-side apply.
+//! - Azure credentials: KEDA's chain (pkg/scalers/azure) puts AzureCLICredential before workload identity
+//!   whenever /bin/sh exists — true on a workstation, false in the distroless image. azidentity runs
+//!   `/bin/sh -c "az account get-access-token ..."`, so with a real `az` on PATH the operator would use the
+//!   developer's Azure login. The operator's PATH therefore names no folder ([`NO_TOOLS_PATH`]): the CLI credential
+//!   answers "not found on path" (credential unavailable) and the chain moves on to workload identity, as in a pod.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -44,6 +52,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "KUBERNETES_SERVICE_PORT",
 ];
 
+/// The operator's PATH: a folder that does not exist, so no `az` (or any tool) can be found. See the module docs.
+pub const NO_TOOLS_PATH: &str = "/nonexistent/keda-harness-operator-runs-no-tools";
+
 /// Everything the operator process needs that is not in the release itself.
 #[derive(Debug, Clone)]
 pub struct OperatorLaunch {
@@ -63,6 +74,8 @@ pub struct OperatorLaunch {
     pub ca_dirs: Vec<PathBuf>,
     /// `--zap-log-level`: `info`, `debug` or a number.
     pub log_level: String,
+    /// The operator's PATH ([`NO_TOOLS_PATH`] unless a scenario needs otherwise).
+    pub path_env: String,
     /// More environment (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, SSL_CERT_FILE,
     /// HTTPS_PROXY, NO_PROXY, ...), applied last.
     pub env: Vec<(String, String)>,
@@ -82,6 +95,7 @@ impl OperatorLaunch {
             cert_dir,
             ca_dirs: Vec::new(),
             log_level: "info".into(),
+            path_env: NO_TOOLS_PATH.into(),
             env: Vec::new(),
         })
     }
@@ -126,21 +140,43 @@ impl KedaRelease {
         let version = self.entry().version;
         let mut cmd = Command::new(self.operator_binary());
         cmd.args(operator_args(version, launch));
-        for name in SCRUBBED_ENV {
-            cmd.env_remove(name);
+        for (name, value) in operator_env(launch) {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
         }
-        cmd.env("KUBECONFIG", &launch.kubeconfig)
-            .env("WATCH_NAMESPACE", &launch.watch_namespace)
-            .env("POD_NAMESPACE", &launch.namespace)
-            .env("POD_NAME", "keda-operator-local")
-            .env("OPERATOR_NAME", "keda-operator")
-            .env("KEDA_CLUSTER_OBJECT_NAMESPACE", &launch.namespace)
-            // The chart's defaults (values http.timeout, http.minTlsVersion).
-            .env("KEDA_HTTP_DEFAULT_TIMEOUT", "3000")
-            .env("KEDA_HTTP_MIN_TLS_VERSION", "TLS12");
-        cmd.envs(launch.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
+}
+
+/// The operator's environment changes, in order: `(name, None)` removes an inherited variable.
+pub(crate) fn operator_env(launch: &OperatorLaunch) -> Vec<(String, Option<String>)> {
+    let mut env: Vec<(String, Option<String>)> = SCRUBBED_ENV
+        .iter()
+        .map(|name| (name.to_string(), None))
+        .collect();
+    let set = [
+        ("PATH", launch.path_env.clone()),
+        ("KUBECONFIG", launch.kubeconfig.display().to_string()),
+        ("WATCH_NAMESPACE", launch.watch_namespace.clone()),
+        ("POD_NAMESPACE", launch.namespace.clone()),
+        ("POD_NAME", "keda-operator-local".to_string()),
+        ("OPERATOR_NAME", "keda-operator".to_string()),
+        ("KEDA_CLUSTER_OBJECT_NAMESPACE", launch.namespace.clone()),
+        // The chart's defaults (values http.timeout, http.minTlsVersion).
+        ("KEDA_HTTP_DEFAULT_TIMEOUT", "3000".to_string()),
+        ("KEDA_HTTP_MIN_TLS_VERSION", "TLS12".to_string()),
+    ];
+    for (name, value) in set {
+        env.retain(|(n, _)| n != name);
+        env.push((name.to_string(), Some(value)));
+    }
+    for (name, value) in &launch.env {
+        env.retain(|(n, _)| n != name);
+        env.push((name.clone(), Some(value.clone())));
+    }
+    env
 }
 
 /// The operator's flags for `version`.
@@ -184,6 +220,7 @@ mod tests {
             cert_dir: "/c".into(),
             ca_dirs: vec!["/ca".into()],
             log_level: "info".into(),
+            path_env: NO_TOOLS_PATH.into(),
             env: vec![],
         }
     }
@@ -194,6 +231,27 @@ mod tests {
         let new = operator_args(KedaVersion::new(2, 15, 0), &launch());
         assert!(!old.iter().any(|a| a.starts_with("--ca-dir")));
         assert!(new.contains(&"--ca-dir=/ca".to_string()));
+    }
+
+    #[test]
+    fn environment_scrubs_azure_and_tools_and_names_the_namespaces() {
+        let mut l = launch();
+        l.env
+            .push(("AZURE_CLIENT_ID".into(), "from-scenario".into()));
+        let env = operator_env(&l);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("PATH"), Some(Some(NO_TOOLS_PATH.to_string())));
+        assert_eq!(
+            get("KEDA_CLUSTER_OBJECT_NAMESPACE"),
+            Some(Some("keda".into()))
+        );
+        assert_eq!(get("WATCH_NAMESPACE"), Some(Some(String::new())));
+        assert_eq!(get("AZURE_TENANT_ID"), Some(None), "removed, not inherited");
+        assert_eq!(
+            get("AZURE_CLIENT_ID"),
+            Some(Some("from-scenario".into())),
+            "the launch's own env wins over the scrub"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod launch;
 use std::path::{Path, PathBuf};
 
 pub use build::BuildOptions;
-pub use launch::{free_loopback_port, OperatorLaunch};
+pub use launch::{free_loopback_port, OperatorLaunch, NO_TOOLS_PATH};
 
 use crate::catalog::{CatalogEntry, KEDA_MODULE};
 
