@@ -2,9 +2,10 @@
 //! `kind load docker-image`, never pulled), its config and TLS material, and a Service with a pinned ClusterIP
 //! that the KEDA operator's `hostAliases` point `login.microsoftonline.com` and the Postgres host at.
 //!
-//! The container's command line is data ([`MockAadInCluster::args`]); [`default_args`] is the contract with
-//! mock-aad's binary: Entra on 8443 (Service port 443), the PostgreSQL front on 5432 relaying to the PostgreSQL
-//! container on the kind network.
+//! The pod has two containers of the same image, their command lines as data: `mock-aad` runs
+//! `mock-aad serve` ([`entra_args`], mock-aad's real CLI) on 8443 (Service port 443); `pg-front` runs the
+//! PostgreSQL Entra-auth front on 5432 relaying to the PostgreSQL container on the kind network ([`front_args`]:
+//! the `pg-front` subcommand it names is the contract the mock-aad binary must offer).
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -16,16 +17,20 @@ use super::HARNESS_NAMESPACE;
 pub const DEFAULT_IMAGE: &str = "keda-harness/mock-aad:dev";
 /// kind's service-account issuer (its kube-apiserver's `--service-account-issuer`).
 pub const KIND_SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-const CONFIG_DIR: &str = "/etc/mock-aad";
+// Siblings, not nested: a mount inside a ConfigMap volume is fragile.
+const CONFIG_DIR: &str = "/etc/mock-aad/config";
 const TLS_DIR: &str = "/etc/mock-aad/tls";
 const ENTRA_PORT: u16 = 8443;
 const FRONT_PORT: u16 = 5432;
+/// A writable emptyDir (the root file system is read-only).
+const STATE_DIR: &str = "/var/run/mock-aad";
 
-/// A PEM certificate chain and its private key.
+/// A PEM certificate, its private key and the CA that signed it (mock-aad's `--tls-cert/--tls-key/--tls-ca`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPair {
     pub cert_pem: String,
     pub key_pem: String,
+    pub ca_pem: String,
 }
 
 /// mock-aad as the kind backend runs it.
@@ -40,12 +45,14 @@ pub struct MockAadInCluster {
     pub postgres_host: String,
     /// The PostgreSQL container's address on the kind network.
     pub postgres_upstream: SocketAddr,
-    /// The container's arguments.
-    pub args: Vec<String>,
+    /// Arguments of the `mock-aad` (Entra) container.
+    pub entra_args: Vec<String>,
+    /// Arguments of the `pg-front` container.
+    pub front_args: Vec<String>,
 }
 
-/// The arguments mock-aad's binary takes in the cluster.
-pub fn default_args(postgres_upstream: SocketAddr) -> Vec<String> {
+/// `mock-aad serve` in the cluster: the mounted config and TLS material, listening on all addresses.
+pub fn entra_args() -> Vec<String> {
     [
         "serve".to_string(),
         "--config".to_string(),
@@ -56,10 +63,29 @@ pub fn default_args(postgres_upstream: SocketAddr) -> Vec<String> {
         format!("{TLS_DIR}/tls.crt"),
         "--tls-key".to_string(),
         format!("{TLS_DIR}/tls.key"),
-        "--pg-front-listen".to_string(),
+        "--tls-ca".to_string(),
+        format!("{TLS_DIR}/ca.crt"),
+        "--state-dir".to_string(),
+        format!("{STATE_DIR}/state"),
+    ]
+    .to_vec()
+}
+
+/// The Entra-auth front in the cluster: TLS with the same certificate, tokens checked against the Entra
+/// config's tenants, sessions relayed to `postgres_upstream`.
+pub fn front_args(postgres_upstream: SocketAddr) -> Vec<String> {
+    [
+        "pg-front".to_string(),
+        "--config".to_string(),
+        format!("{CONFIG_DIR}/entra.yaml"),
+        "--listen".to_string(),
         format!("0.0.0.0:{FRONT_PORT}"),
-        "--pg-front-upstream".to_string(),
+        "--upstream".to_string(),
         postgres_upstream.to_string(),
+        "--tls-cert".to_string(),
+        format!("{TLS_DIR}/tls.crt"),
+        "--tls-key".to_string(),
+        format!("{TLS_DIR}/tls.key"),
     ]
     .to_vec()
 }
@@ -88,7 +114,7 @@ pub fn certificate_names(postgres_host: &str) -> Vec<String> {
 }
 
 impl MockAadInCluster {
-    /// With [`DEFAULT_IMAGE`] and [`default_args`].
+    /// With [`DEFAULT_IMAGE`], [`entra_args`] and [`front_args`].
     pub fn new(
         entra_config_yaml: impl Into<String>,
         tls: TlsPair,
@@ -101,8 +127,33 @@ impl MockAadInCluster {
             tls,
             postgres_host: postgres_host.into(),
             postgres_upstream,
-            args: default_args(postgres_upstream),
+            entra_args: entra_args(),
+            front_args: front_args(postgres_upstream),
         }
+    }
+
+    fn container(&self, name: &str, args: &[String], port_name: &str, port: u16) -> Value {
+        json!({
+            "name": name,
+            "image": self.image,
+            // Loaded into the nodes by `kind load docker-image`; there is nothing to pull.
+            "imagePullPolicy": "Never",
+            "args": args,
+            "ports": [{ "name": port_name, "containerPort": port, "protocol": "TCP" }],
+            "readinessProbe": { "tcpSocket": { "port": port_name }, "periodSeconds": 2 },
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": { "drop": ["ALL"] },
+            },
+            "volumeMounts": [
+                { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
+                { "name": "tls", "mountPath": TLS_DIR, "readOnly": true },
+                { "name": "state", "mountPath": STATE_DIR },
+            ],
+        })
     }
 
     /// ConfigMap, Secret, ServiceAccount, Deployment and Service, in apply order.
@@ -121,7 +172,11 @@ impl MockAadInCluster {
                 "kind": "Secret",
                 "metadata": { "name": "mock-aad-tls", "namespace": HARNESS_NAMESPACE, "labels": labels },
                 "type": "kubernetes.io/tls",
-                "stringData": { "tls.crt": self.tls.cert_pem, "tls.key": self.tls.key_pem },
+                "stringData": {
+                    "tls.crt": self.tls.cert_pem,
+                    "tls.key": self.tls.key_pem,
+                    "ca.crt": self.tls.ca_pem,
+                },
             }),
             json!({
                 "apiVersion": "v1",
@@ -139,35 +194,14 @@ impl MockAadInCluster {
                         "metadata": { "labels": labels },
                         "spec": {
                             "serviceAccountName": "mock-aad",
-                            "containers": [{
-                                "name": "mock-aad",
-                                "image": self.image,
-                                // Loaded into the nodes by `kind load docker-image`; there is nothing to pull.
-                                "imagePullPolicy": "Never",
-                                "args": self.args,
-                                "ports": [
-                                    { "name": "https", "containerPort": ENTRA_PORT, "protocol": "TCP" },
-                                    { "name": "postgres", "containerPort": FRONT_PORT, "protocol": "TCP" },
-                                ],
-                                "readinessProbe": {
-                                    "tcpSocket": { "port": "https" },
-                                    "periodSeconds": 2,
-                                },
-                                "securityContext": {
-                                    "runAsNonRoot": true,
-                                    "runAsUser": 65532,
-                                    "allowPrivilegeEscalation": false,
-                                    "readOnlyRootFilesystem": true,
-                                    "capabilities": { "drop": ["ALL"] },
-                                },
-                                "volumeMounts": [
-                                    { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
-                                    { "name": "tls", "mountPath": TLS_DIR, "readOnly": true },
-                                ],
-                            }],
+                            "containers": [
+                                self.container("mock-aad", &self.entra_args, "https", ENTRA_PORT),
+                                self.container("pg-front", &self.front_args, "postgres", FRONT_PORT),
+                            ],
                             "volumes": [
                                 { "name": "config", "configMap": { "name": "mock-aad-config" } },
                                 { "name": "tls", "secret": { "secretName": "mock-aad-tls" } },
+                                { "name": "state", "emptyDir": {} },
                             ],
                         }
                     }

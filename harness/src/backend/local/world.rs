@@ -1,0 +1,363 @@
+//! Everything one local run stands up, in one value: dropping it stops every process and removes every
+//! temp dir (ManagedChild and the providers clean up on drop, on Ctrl-C and on panic).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use mock_aad::ca::TestCa;
+use mock_aad::pg_front::{EntraPrincipal, FrontConfig, PgEntraFront, TokenRules, Upstream};
+use mock_aad::{EntraConfig, EntraMock};
+use rand::Rng;
+
+use super::install::{apply, install_crds, keda_namespace_objects};
+use crate::assertions::ScenarioWorld;
+use crate::control_plane::LocalControlPlane;
+use crate::egress::EgressPlan;
+use crate::keda::{KedaRelease, OperatorLaunch};
+use crate::observe::ScaledJobObserver;
+use crate::postgres::seed::create_login_role;
+use crate::postgres::{LocalPostgres, LocalPostgresConfig, MoviesTable, PostgresServer};
+use crate::process::{wait_until, ManagedChild, Poll};
+use crate::scenario::{redact, ManifestChange, Scenario};
+
+/// The Entra login host KEDA's MSAL client talks to.
+const LOGIN_HOST: &str = "login.microsoftonline.com";
+/// Projected token audience of Azure Workload Identity.
+const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// TokenRequest lifetime of the operator's federated token; refreshed at half-life, like the kubelet does.
+const FEDERATED_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// How to stand a world up.
+#[derive(Debug, Clone)]
+pub struct StandUpOptions {
+    /// Prefix of progress lines (`seed@2.15.0`).
+    pub label: String,
+}
+
+/// A running local world for one scenario on one KEDA version.
+pub struct LocalWorld {
+    // Field order is drop order: the operator stops first, the control plane last.
+    operator: ManagedChild,
+    token_refresher: tokio::task::JoinHandle<()>,
+    egress: EgressPlan,
+    front: PgEntraFront,
+    entra: EntraMock,
+    movies: MoviesTable,
+    postgres: LocalPostgres,
+    control_plane: LocalControlPlane,
+    observer: ScaledJobObserver,
+    client_id: String,
+    applied: Vec<serde_yaml::Value>,
+    changes: Vec<ManifestChange>,
+    applied_at: Instant,
+    work_dir: tempfile::TempDir,
+    label: String,
+}
+
+impl Drop for LocalWorld {
+    fn drop(&mut self) {
+        self.token_refresher.abort();
+    }
+}
+
+/// A loopback address of this run only (127.x.y.z), where the mock listens on :443 and the front on the
+/// trigger's port, so that side-by-side runs never share a port.
+fn run_ip(ports: &[u16]) -> anyhow::Result<IpAddr> {
+    let mut rng = rand::thread_rng();
+    for _ in 0..50 {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, rng.gen_range(100..=250), rng.gen_range(1..=254), rng.gen_range(2..=254)));
+        if ports.iter().all(|p| TcpListener::bind(SocketAddr::new(ip, *p)).is_ok()) {
+            return Ok(ip);
+        }
+    }
+    Err(anyhow!("no loopback address in 127.100-250.x.y had ports {ports:?} free (binding to ports < 1024 needs root)"))
+}
+
+impl LocalWorld {
+    pub async fn stand_up(scenario: &Scenario, release: &KedaRelease, opts: &StandUpOptions) -> anyhow::Result<Self> {
+        let label = opts.label.clone();
+        let say = |m: &str| eprintln!("[{label}] {m}");
+        let t0 = Instant::now();
+        let trig = &scenario.trigger;
+        let ident = &scenario.file.identity;
+        let client_id = trig.identity_id.clone().ok_or_else(|| {
+            anyhow!(
+                "{}: the TriggerAuthentication of ScaledJob {} has no podIdentity.identityId; the harness needs the client id KEDA will send",
+                scenario.dir.display(),
+                trig.scaled_job
+            )
+        })?;
+        let work_dir = tempfile::Builder::new().prefix("keda-harness-run-").tempdir().context("creating the run's temp dir")?;
+        let wd = work_dir.path().to_path_buf();
+        let ca = Arc::new(TestCa::generate(&format!("keda-harness {label}"))?);
+        let ca_file = wd.join("run-ca.pem");
+        ca.write_ca_file(&ca_file)?;
+
+        say("starting etcd + kube-apiserver");
+        let cp_dir = wd.join("control-plane");
+        std::fs::create_dir_all(&cp_dir)?;
+        let control_plane = LocalControlPlane::builder()
+            .with_ca(ca.clone())
+            .with_work_dir(&cp_dir)
+            .with_api_audience(TOKEN_EXCHANGE_AUDIENCE)
+            .start()
+            .await
+            .context("starting the local control plane")?;
+        let client = control_plane.client();
+
+        let ip = run_ip(&[443, trig.postgres.port])?;
+        say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
+        let postgres = LocalPostgres::start(LocalPostgresConfig::default()).await.context("starting PostgreSQL")?;
+        create_login_role(&postgres, &trig.postgres.user, None).await?;
+        let movies = MoviesTable::create(&postgres, &trig.postgres.database, &trig.postgres.user).await?;
+        movies.set_rows(scenario.file.data.rows).await?;
+
+        let entra_config = entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
+        std::fs::write(wd.join("entra-config.yaml"), entra_config.to_yaml())?;
+        let entra = EntraMock::builder(entra_config)
+            .with_listen(SocketAddr::new(ip, 443))
+            .with_tls(ca.issue_server(&[LOGIN_HOST, &ip.to_string()])?)
+            .start()
+            .await
+            .context("starting the Entra mock")?;
+        let rules = entra
+            .access_token_rules(&ident.tenant_id)
+            .ok_or_else(|| anyhow!("the Entra mock has no tenant {}", ident.tenant_id))?;
+        let front = PgEntraFront::start(
+            FrontConfig::new(
+                Upstream::Unix {
+                    dir: postgres.socket_dir().context("the local PostgreSQL has no unix socket")?,
+                    port: postgres.addr().port(),
+                },
+                TokenRules::from_entra(&rules),
+            )
+            .with_listen(SocketAddr::new(ip, trig.postgres.port))
+            .with_tls(ca.issue_server(&[&trig.postgres.host, &ip.to_string()])?.rustls_server_config()?)
+            .with_principal(EntraPrincipal::service_principal(&trig.postgres.user, &ident.object_id, &client_id)),
+        )
+        .await
+        .context("starting the Entra front")?;
+
+        let egress = EgressPlan::builder()
+            .route(&format!("{LOGIN_HOST}:443"), entra.addr())
+            .private_host(&trig.postgres.host, ip)
+            .trust_ca_file(&ca_file)
+            .start()
+            .await
+            .context("starting the egress proxy")?;
+
+        say("installing KEDA's CRDs and namespace");
+        let n = install_crds(&client, release).await?;
+        tracing::info!(crds = n, "KEDA CRDs established");
+        for doc in keda_namespace_objects(&client_id, &ident.tenant_id) {
+            apply(&client, &doc).await?;
+        }
+
+        let token_file = wd.join("azure-identity-token");
+        let token = control_plane
+            .token_request("keda", "keda-operator", &ident.federated_audience, FEDERATED_TOKEN_TTL)
+            .await?;
+        write_token(&token_file, &token)?;
+        let token_refresher = spawn_token_refresher(&control_plane, token_file.clone(), ident.federated_audience.clone());
+
+        let mut launch = OperatorLaunch::new(control_plane.kubeconfig_path(), &wd)?;
+        launch.env.extend([
+            ("AZURE_CLIENT_ID".to_string(), client_id.clone()),
+            ("AZURE_TENANT_ID".to_string(), ident.tenant_id.clone()),
+            ("AZURE_FEDERATED_TOKEN_FILE".to_string(), token_file.display().to_string()),
+        ]);
+        let command = egress.command(release.operator_command(&launch));
+        say(&format!("starting the KEDA {} operator", release.entry().version));
+        let operator = ManagedChild::spawn("keda-operator", command, wd.join("keda-operator.log"))?;
+        let readyz = launch.readyz_url();
+        let http = reqwest::Client::new();
+        wait_until("the KEDA operator's /readyz", Duration::from_secs(90), Duration::from_millis(250), || {
+            let http = http.clone();
+            let readyz = readyz.clone();
+            let exited = operator.exit_status();
+            async move {
+                if let Some(status) = exited {
+                    return Poll::Abort(format!("the operator exited ({status})"));
+                }
+                match http.get(&readyz).send().await {
+                    Ok(r) if r.status().is_success() => Poll::Ready(()),
+                    Ok(r) => Poll::NotYet(format!("HTTP {}", r.status())),
+                    Err(e) => Poll::NotYet(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|e| anyhow!("{e}\noperator log tail:\n{}", operator.log_tail(3000)))?;
+
+        let (applied, changes) = scenario.manifests_to_apply();
+        say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s", applied.len(), changes.len(), t0.elapsed().as_secs_f64()));
+        for doc in &applied {
+            apply(&client, doc).await?;
+        }
+        let applied_at = Instant::now();
+        let observer = ScaledJobObserver::new(client, &trig.namespace, &trig.scaled_job);
+        Ok(Self {
+            operator,
+            token_refresher,
+            egress,
+            front,
+            entra,
+            movies,
+            postgres,
+            control_plane,
+            observer,
+            client_id,
+            applied,
+            changes,
+            applied_at,
+            work_dir,
+            label,
+        })
+    }
+
+    pub fn applied_at(&self) -> Instant {
+        self.applied_at
+    }
+
+    pub fn manifest_changes(&self) -> &[ManifestChange] {
+        &self.changes
+    }
+
+    pub fn operator_alive(&self) -> bool {
+        self.operator.exit_status().is_none()
+    }
+
+    pub fn operator_log_tail(&self, bytes: u64) -> String {
+        self.operator.log_tail(bytes)
+    }
+
+    /// Destinations outside the run that a process tried to reach and the egress proxy refused.
+    pub fn refused_destinations(&self) -> Vec<String> {
+        self.egress.journal().refused()
+    }
+
+    pub fn control_plane(&self) -> &LocalControlPlane {
+        &self.control_plane
+    }
+
+    pub fn entra(&self) -> &EntraMock {
+        &self.entra
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.work_dir.path()
+    }
+
+    /// The diagnostics bundle: operator log, events, ScaledJob status, the Entra journal, the front's auth
+    /// decisions, the egress journal, PostgreSQL's log and the applied manifests (secrets redacted).
+    pub async fn write_diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let w = |name: &str, body: String| std::fs::write(dir.join(name), body).with_context(|| format!("writing {name}"));
+        w("keda-operator.log", std::fs::read_to_string(self.operator.log_path()).unwrap_or_default())?;
+        let events = self.observer.events().await.map(|e| serde_yaml::to_string(&e).unwrap_or_default());
+        w("events.yaml", events.unwrap_or_else(|e| format!("listing events failed: {e}")))?;
+        let sj = self.observer.scaled_job().await.map(|o| serde_yaml::to_string(&o).unwrap_or_default());
+        w("scaledjob.yaml", sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")))?;
+        w("entra-journal.json", serde_json::to_string_pretty(&self.entra.journal())?)?;
+        w("entra-front-auth.jsonl", self.front.journal().to_json_lines())?;
+        w("egress-journal.txt", format!("{:#?}", self.egress.journal().records()))?;
+        w("postgres.log", self.postgres.server_log())?;
+        let manifests: Vec<String> = self.applied.iter().map(|d| serde_yaml::to_string(&redact(d)).unwrap_or_default()).collect();
+        w("applied-manifests.yaml", manifests.join("---\n"))?;
+        let (apiserver, etcd) = self.control_plane.log_paths();
+        w("kube-apiserver.log", tail_file(apiserver, 200_000))?;
+        w("etcd.log", tail_file(etcd, 50_000))?;
+        Ok(())
+    }
+}
+
+fn tail_file(path: &Path, max: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let start = s.len().saturating_sub(max);
+    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    s[start..].to_string()
+}
+
+impl ScenarioWorld for LocalWorld {
+    fn observer(&self) -> &ScaledJobObserver {
+        &self.observer
+    }
+
+    fn token_requests(&self) -> u64 {
+        self.entra
+            .token_requests()
+            .iter()
+            .filter(|e| e.client_id.as_deref() == Some(self.client_id.as_str()))
+            .count() as u64
+    }
+
+    async fn set_rows(&self, rows: u64) -> anyhow::Result<()> {
+        eprintln!("[{}] setting {} rows", self.label, rows);
+        Ok(self.movies.set_rows(rows).await?)
+    }
+}
+
+fn write_token(path: &PathBuf, token: &str) -> anyhow::Result<()> {
+    // Write then rename: azidentity may read the file at any moment.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, token)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Re-request the operator's federated token at half its lifetime, as the kubelet refreshes projected tokens.
+fn spawn_token_refresher(cp: &LocalControlPlane, path: PathBuf, audience: String) -> tokio::task::JoinHandle<()> {
+    let client = cp.client();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FEDERATED_TOKEN_TTL / 2).await;
+            let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), "keda");
+            let req = k8s_openapi::api::authentication::v1::TokenRequest {
+                spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                    audiences: vec![audience.clone()],
+                    expiration_seconds: Some(FEDERATED_TOKEN_TTL.as_secs() as i64),
+                    bound_object_ref: None,
+                },
+                ..Default::default()
+            };
+            match api.create_token_request("keda-operator", &Default::default(), &req).await {
+                Ok(r) => {
+                    if let Some(s) = r.status {
+                        if let Err(e) = write_token(&path, &s.token) {
+                            tracing::warn!("refreshing the federated token file failed: {e:#}");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("TokenRequest for the operator's federated token failed: {e}"),
+            }
+        }
+    })
+}
+
+/// The tenant as the scenario describes it: one managed identity (client id from the TriggerAuthentication)
+/// with a federated credential for the operator's service account on this run's apiserver issuer.
+fn entra_config(scenario: &Scenario, client_id: &str, issuer: &str, ca_file: &Path) -> anyhow::Result<EntraConfig> {
+    let ident = &scenario.file.identity;
+    let doc = serde_json::json!({
+        "tenants": [{
+            "tenant_id": ident.tenant_id,
+            "apps": [{
+                "client_id": client_id,
+                "object_id": ident.object_id,
+                "display_name": format!("{} managed identity", scenario.name),
+                "federated_identity_credentials": [{
+                    "name": "keda-operator",
+                    "issuer": issuer,
+                    "subject": ident.federated_subject,
+                    "audiences": [ident.federated_audience],
+                }],
+            }],
+        }],
+        "trusted_issuers": [{ "issuer": issuer, "discovery": true, "ca_file": ca_file }],
+    });
+    let text = serde_json::to_string(&doc)?;
+    Ok(EntraConfig::from_str_named(&text, &format!("{} (generated from the scenario)", scenario.dir.display()))?)
+}
