@@ -92,6 +92,19 @@ fn builds_the_operator_reuses_it_and_reads_the_tags_crds() {
         scaledjobs.path.display()
     );
 
+    // The operator's ServiceAccount and RBAC from the same tag.
+    let identity = first.operator_manifests().unwrap();
+    let names: Vec<&str> = identity.iter().map(|c| c.file_name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["service_account.yaml", "role.yaml", "role_binding.yaml"]
+    );
+    assert!(
+        identity[0].yaml.contains("name: keda-operator")
+            && identity[0].yaml.contains("namespace: keda")
+    );
+    assert!(identity[1].yaml.contains("kind: ClusterRole"));
+
     // The launch recipe is accepted by this version's binary (2.14.1 refuses unknown flags): with a kubeconfig
     // pointing at a closed port the operator gets past flag parsing, env checks and the certificate folder, and
     // stops at its first API call.

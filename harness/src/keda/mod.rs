@@ -33,8 +33,8 @@ pub enum KedaError {
     GoCommand(Box<GoCommandFailure>),
     #[error("{0}")]
     BuildFailed(Box<BuildFailure>),
-    #[error("no CRD files in {dir}: expected config/crd/bases/*.yaml in the KEDA module source of {version}")]
-    NoCrds { version: String, dir: PathBuf },
+    #[error("no YAML files in {dir}: the KEDA module source of {version} should ship them")]
+    NoManifests { version: String, dir: PathBuf },
     #[error("preparing the operator's gRPC metrics-service certificates in {dir}: {message}")]
     Certs { dir: PathBuf, message: String },
     #[error("finding a free loopback port: {0}")]
@@ -69,7 +69,7 @@ pub struct BuildFailure {
     pub log: PathBuf,
 }
 
-/// One CRD manifest file from the KEDA module source.
+/// One manifest file (CRD, ServiceAccount, RBAC) from the KEDA module source.
 #[derive(Debug, Clone)]
 pub struct CrdManifest {
     /// File name (`keda.sh_scaledjobs.yaml`).
@@ -116,17 +116,38 @@ impl KedaRelease {
     /// The tag's CRDs (`config/crd/bases/*.yaml` of the module source), sorted by file name.
     pub fn crds(&self) -> Result<Vec<CrdManifest>, KedaError> {
         let source = self.module_source_dir()?;
-        let dir = source.join("config/crd/bases");
-        let read_dir = std::fs::read_dir(&dir).map_err(|source| KedaError::Io {
-            action: "listing the CRD folder",
-            path: dir.clone(),
+        self.yaml_files(&source.join("config/crd/bases"))
+    }
+
+    /// What the operator's identity needs, as the tag ships it: the `keda-operator` ServiceAccount in namespace
+    /// `keda` (`config/service_account/`) and its ClusterRole, Role and bindings (`config/rbac/`, the
+    /// kubebuilder-generated rules the Helm chart's templates follow). Apply these to run the operator with its
+    /// own service-account token instead of an admin kubeconfig.
+    pub fn operator_manifests(&self) -> Result<Vec<CrdManifest>, KedaError> {
+        let source = self.module_source_dir()?;
+        let mut files = Vec::new();
+        for dir in ["config/service_account", "config/rbac"] {
+            files.extend(
+                self.yaml_files(&source.join(dir))?
+                    .into_iter()
+                    // kustomization.yaml is kustomize's own input, not an object.
+                    .filter(|f| f.file_name != "kustomization.yaml"),
+            );
+        }
+        Ok(files)
+    }
+
+    fn yaml_files(&self, dir: &Path) -> Result<Vec<CrdManifest>, KedaError> {
+        let read_dir = std::fs::read_dir(dir).map_err(|source| KedaError::Io {
+            action: "listing",
+            path: dir.to_path_buf(),
             source,
         })?;
-        let mut crds = Vec::new();
+        let mut files = Vec::new();
         for item in read_dir {
             let item = item.map_err(|source| KedaError::Io {
-                action: "listing the CRD folder",
-                path: dir.clone(),
+                action: "listing",
+                path: dir.to_path_buf(),
                 source,
             })?;
             let path = item.path();
@@ -134,24 +155,24 @@ impl KedaRelease {
                 continue;
             }
             let yaml = std::fs::read_to_string(&path).map_err(|source| KedaError::Io {
-                action: "reading CRD",
+                action: "reading",
                 path: path.clone(),
                 source,
             })?;
-            crds.push(CrdManifest {
+            files.push(CrdManifest {
                 file_name: item.file_name().to_string_lossy().into_owned(),
                 path,
                 yaml,
             });
         }
-        if crds.is_empty() {
-            return Err(KedaError::NoCrds {
+        if files.is_empty() {
+            return Err(KedaError::NoManifests {
                 version: self.entry.version.to_string(),
-                dir,
+                dir: dir.to_path_buf(),
             });
         }
-        crds.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-        Ok(crds)
+        files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+        Ok(files)
     }
 
     /// The module path and version this release builds (`github.com/kedacore/keda/v2@v2.15.0`).
