@@ -39,6 +39,7 @@ fi
 step "offline images (ci/images/)"
 bash "$here/ci/images/postgres.sh"
 bash "$here/ci/images/debian-base.sh"
+MOCK_AAD_PROFILE=dev bash "$here/ci/images/mock-aad.sh"
 
 # --- Python clients for the conformance tests ---------------------------------------------------------------
 step "Python clients (requirements in tests/conformance/python/requirements.txt)"
