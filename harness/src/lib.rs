@@ -10,8 +10,10 @@
 pub mod assertions;
 pub mod backend;
 pub mod catalog;
+pub mod control_plane;
 pub mod egress;
 pub mod keda;
+pub mod matrix;
 pub mod observe;
 pub mod postgres;
 pub mod prereq;

@@ -8,6 +8,34 @@ use clap::Parser;
     about = "Reproduce KEDA + Azure Workload Identity + PostgreSQL behaviour offline"
 )]
 enum Cli {
+    /// Run one scenario on one KEDA version and judge it.
+    Run {
+        /// Where KEDA runs: `local` (processes, no Docker) or `kind` (networked machines with Docker + kind).
+        #[arg(long, default_value = "local")]
+        backend: String,
+        /// KEDA version from the catalog (`keda-harness catalog`).
+        #[arg(long)]
+        keda: String,
+        /// Scenario name (a folder under scenarios/) or a path to a folder holding scenario.yaml.
+        #[arg(long, default_value = "seed")]
+        scenario: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Run scenarios × KEDA versions (default: seed × 2.14.1, 2.15.0 and the newest catalog version).
+    Matrix {
+        /// Comma-separated KEDA versions.
+        #[arg(long, value_delimiter = ',')]
+        keda: Vec<String>,
+        /// Comma-separated scenario names or paths.
+        #[arg(long, value_delimiter = ',', default_value = "seed")]
+        scenario: Vec<String>,
+        /// Run the cells one after another instead of side by side.
+        #[arg(long)]
+        sequential: bool,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Print the KEDA version catalog.
     Catalog {
         /// Print JSON instead of a table.
@@ -19,8 +47,37 @@ enum Cli {
     },
 }
 
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// Write verdicts.json, junit.xml, summary.md (and diagnostics bundles) here.
+    #[arg(long)]
+    report_dir: Option<std::path::PathBuf>,
+    /// Write a diagnostics bundle for passing cells too.
+    #[arg(long)]
+    always_diagnose: bool,
+}
+
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEDA_HARNESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse() {
+        Cli::Run {
+            backend,
+            keda,
+            scenario,
+            out,
+        } => run_matrix(&backend, vec![keda], vec![scenario], false, out),
+        Cli::Matrix {
+            keda,
+            scenario,
+            sequential,
+            out,
+        } => run_matrix("local", keda, scenario, !sequential, out),
         Cli::Catalog { json, catalog } => print_catalog(json, catalog.as_deref()),
     }
 }
@@ -37,4 +94,53 @@ fn print_catalog(json: bool, path: Option<&std::path::Path>) -> anyhow::Result<(
         print!("{}", catalog.to_table());
     }
     Ok(())
+}
+
+/// Run a matrix and exit 0 only when every expectation holds.
+fn run_matrix(
+    backend: &str,
+    versions: Vec<String>,
+    scenarios: Vec<String>,
+    parallel: bool,
+    out: OutputArgs,
+) -> anyhow::Result<()> {
+    use keda_harness::matrix::{run_local, MatrixPlan};
+    match backend {
+        "local" => {}
+        "kind" => anyhow::bail!(
+            "--backend kind needs Docker, kind and helm with registry access; on this machine use --backend local \
+             (the kind backend's objects are rendered and checked by `cargo test -p keda-harness-tests --test kind_backend`)"
+        ),
+        other => anyhow::bail!("unknown --backend `{other}`: use `local` or `kind`"),
+    }
+    keda_harness::process::install_cleanup_handlers();
+    let plan = MatrixPlan {
+        scenarios,
+        versions,
+        parallel,
+        report_dir: out.report_dir.clone(),
+        always_diagnose: out.always_diagnose,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(run_local(&plan))?;
+    println!();
+    print!("{}", keda_harness::report::table(&outcome.verdicts));
+    println!("wall clock: {:.1} s", outcome.wall_seconds);
+    for v in outcome.verdicts.iter().filter(|v| !v.passed) {
+        println!("\n{} on KEDA {} failed:", v.scenario, v.keda);
+        for c in v.checks.iter().filter(|c| !c.passed) {
+            println!("  - {}: {}", c.name, c.detail);
+        }
+        if let Some(d) = &v.diagnostics {
+            println!("  diagnostics: {}", d.display());
+        }
+    }
+    if let Some(dir) = &out.report_dir {
+        println!("reports: {}", dir.display());
+    }
+    if outcome.all_passed() {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
 }

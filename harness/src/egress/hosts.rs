@@ -96,16 +96,21 @@ impl PrivateHosts {
     /// cannot be copied from `cmd`. `cmd.env_clear()` is not visible through `std::process::Command` and is
     /// therefore not carried over.
     pub fn wrap(&self, cmd: &Command) -> Command {
-        let mut wrapped = Command::new("unshare");
+        // Absolute paths: `cmd` may carry its own PATH (the KEDA operator's names no folder at all), and Rust
+        // looks a program up in the child's PATH when the command changes it.
+        let unshare = tool_path("unshare");
+        let mount = tool_path("mount");
+        let mut wrapped = Command::new(unshare);
         wrapped.args(self.mode.args());
         // `$1` is the hosts file; the rest is the real command, exec'd so signals and exit status are its own.
         wrapped.args([
             "--",
             "/bin/sh",
             "-c",
-            r#"mount --bind "$1" /etc/hosts || exit 111; shift; exec "$@""#,
+            r#"m="$1"; shift; "$m" --bind "$1" /etc/hosts || exit 111; shift; exec "$@""#,
             "keda-harness-private-hosts",
         ]);
+        wrapped.arg(mount);
         wrapped.arg(&self.file);
         wrapped.arg(cmd.get_program());
         wrapped.args(cmd.get_args());
@@ -120,6 +125,11 @@ impl PrivateHosts {
         }
         wrapped
     }
+}
+
+/// `name` as found on this process's PATH (falling back to /usr/bin/NAME).
+fn tool_path(name: &str) -> PathBuf {
+    crate::prereq::which(name).unwrap_or_else(|| Path::new("/usr/bin").join(name))
 }
 
 fn render_hosts(entries: &[(String, IpAddr)], machine_hosts: &str) -> String {

@@ -26,9 +26,9 @@ pub async fn apply(client: &kube::Client, doc: &Value) -> anyhow::Result<()> {
         None => ("", api_version),
     };
     let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (ar, caps) = pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("the API server does not serve {api_version} {kind} (is the CRD installed?)"))?;
+    let (ar, caps) = pinned_kind(client, &gvk).await.with_context(|| {
+        format!("the API server does not serve {api_version} {kind} (is the CRD installed?)")
+    })?;
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Namespaced => {
             let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -37,48 +37,67 @@ pub async fn apply(client: &kube::Client, doc: &Value) -> anyhow::Result<()> {
         Scope::Cluster => Api::all_with(client.clone(), &ar),
     };
     let obj: serde_json::Value = serde_json::to_value(doc)?;
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .with_context(|| format!("applying {kind} {name}"))?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .with_context(|| format!("applying {kind} {name}"))?;
     Ok(())
 }
 
 /// The chosen release's CRDs (read from its module source), applied and established.
 pub async fn install_crds(client: &kube::Client, release: &KedaRelease) -> anyhow::Result<usize> {
-    let crds = release.crds().context("reading KEDA's CRDs from the module source")?;
+    let crds = release
+        .crds()
+        .context("reading KEDA's CRDs from the module source")?;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
     for crd in &crds {
-        let doc: Value = serde_yaml::from_str(&crd.yaml).with_context(|| format!("parsing {}", crd.path.display()))?;
+        let doc: Value = serde_yaml::from_str(&crd.yaml)
+            .with_context(|| format!("parsing {}", crd.path.display()))?;
         if doc.is_null() {
             continue;
         }
-        apply(client, &doc).await.with_context(|| format!("CRD file {}", crd.file_name))?;
-        names.push(doc["metadata"]["name"].as_str().unwrap_or_default().to_string());
+        apply(client, &doc)
+            .await
+            .with_context(|| format!("CRD file {}", crd.file_name))?;
+        names.push(
+            doc["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     for name in &names {
-        wait_until(&format!("CRD {name} established"), Duration::from_secs(30), Duration::from_millis(200), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                match api.get(&name).await {
-                    Ok(crd) => {
-                        let established = crd
-                            .status
-                            .and_then(|s| s.conditions)
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True");
-                        if established {
-                            Poll::Ready(())
-                        } else {
-                            Poll::NotYet("not established yet".into())
+        wait_until(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    match api.get(&name).await {
+                        Ok(crd) => {
+                            let established = crd
+                                .status
+                                .and_then(|s| s.conditions)
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True");
+                            if established {
+                                Poll::Ready(())
+                            } else {
+                                Poll::NotYet("not established yet".into())
+                            }
                         }
+                        Err(e) => Poll::NotYet(e.to_string()),
                     }
-                    Err(e) => Poll::NotYet(e.to_string()),
                 }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| anyhow!(e))?;
     }

@@ -37,7 +37,12 @@ pub struct LocalRunOptions {
 }
 
 /// Run `scenario` on `release` and judge it. Never panics: a harness failure is a failed verdict that says why.
-pub async fn run(scenario: &Scenario, entry: &CatalogEntry, release: &KedaRelease, opts: &LocalRunOptions) -> Verdict {
+pub async fn run(
+    scenario: &Scenario,
+    entry: &CatalogEntry,
+    release: &KedaRelease,
+    opts: &LocalRunOptions,
+) -> Verdict {
     let started = Instant::now();
     let keda = entry.version.to_string();
     let expectation = match scenario.expectation_for(&keda) {
@@ -45,24 +50,54 @@ pub async fn run(scenario: &Scenario, entry: &CatalogEntry, release: &KedaReleas
         Err(e) => return Verdict::errored(&scenario.name, &keda, "local", "?", &e.into(), 0.0),
     };
     let label = format!("{}@{}", scenario.name, keda);
-    let world = match LocalWorld::stand_up(scenario, release, &StandUpOptions { label: label.clone() }).await {
+    let world = match LocalWorld::stand_up(
+        scenario,
+        release,
+        &StandUpOptions {
+            label: label.clone(),
+        },
+    )
+    .await
+    {
         Ok(w) => w,
         Err(e) => {
-            let mut v = Verdict::errored(&scenario.name, &keda, "local", "(stand-up failed)", &e, started.elapsed().as_secs_f64());
+            let mut v = Verdict::errored(
+                &scenario.name,
+                &keda,
+                "local",
+                "(stand-up failed)",
+                &e,
+                started.elapsed().as_secs_f64(),
+            );
             v.manifest_changes = scenario.manifests_to_apply().1;
             return v;
         }
     };
-    eprintln!("[{label}] observing KEDA (pollingInterval {} s)", scenario.polling_interval_seconds());
+    eprintln!(
+        "[{label}] observing KEDA (pollingInterval {} s)",
+        scenario.polling_interval_seconds()
+    );
     let timing = Timing::for_polling_interval(scenario.polling_interval_seconds());
-    let eval = evaluate(&world, scenario, &expectation, entry.pgx_error_style, timing, world.applied_at()).await;
+    let eval = evaluate(
+        &world,
+        scenario,
+        &expectation,
+        entry.pgx_error_style,
+        timing,
+        world.applied_at(),
+    )
+    .await;
     let passed = eval.passed() && world.operator_alive();
     let mut checks = eval.checks;
     let refused = world.refused_destinations();
     checks.push(crate::report::Check {
         name: "operator still running".into(),
         passed: world.operator_alive(),
-        detail: if world.operator_alive() { "yes".into() } else { format!("exited; log tail:\n{}", world.operator_log_tail(2000)) },
+        detail: if world.operator_alive() {
+            "yes".into()
+        } else {
+            format!("exited; log tail:\n{}", world.operator_log_tail(2000))
+        },
     });
     let mut verdict = Verdict {
         scenario: scenario.name.clone(),
@@ -93,10 +128,17 @@ pub async fn run(scenario: &Scenario, entry: &CatalogEntry, release: &KedaReleas
             .join(format!("{}-{}", scenario.name, verdict.keda));
         match world.write_diagnostics(&dir).await {
             Ok(()) => verdict.diagnostics = Some(dir),
-            Err(e) => eprintln!("[{label}] writing diagnostics to {} failed: {e:#}", dir.display()),
+            Err(e) => eprintln!(
+                "[{label}] writing diagnostics to {} failed: {e:#}",
+                dir.display()
+            ),
         }
     }
-    eprintln!("[{label}] {} in {:.1} s; stopping everything it started", if verdict.passed { "PASS" } else { "FAIL" }, verdict.seconds);
+    eprintln!(
+        "[{label}] {} in {:.1} s; stopping everything it started",
+        if verdict.passed { "PASS" } else { "FAIL" },
+        verdict.seconds
+    );
     drop(world);
     verdict
 }

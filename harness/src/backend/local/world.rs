@@ -68,8 +68,16 @@ impl Drop for LocalWorld {
 fn run_ip(ports: &[u16]) -> anyhow::Result<IpAddr> {
     let mut rng = rand::thread_rng();
     for _ in 0..50 {
-        let ip = IpAddr::V4(Ipv4Addr::new(127, rng.gen_range(100..=250), rng.gen_range(1..=254), rng.gen_range(2..=254)));
-        if ports.iter().all(|p| TcpListener::bind(SocketAddr::new(ip, *p)).is_ok()) {
+        let ip = IpAddr::V4(Ipv4Addr::new(
+            127,
+            rng.gen_range(100..=250),
+            rng.gen_range(1..=254),
+            rng.gen_range(2..=254),
+        ));
+        if ports
+            .iter()
+            .all(|p| TcpListener::bind(SocketAddr::new(ip, *p)).is_ok())
+        {
             return Ok(ip);
         }
     }
@@ -77,7 +85,11 @@ fn run_ip(ports: &[u16]) -> anyhow::Result<IpAddr> {
 }
 
 impl LocalWorld {
-    pub async fn stand_up(scenario: &Scenario, release: &KedaRelease, opts: &StandUpOptions) -> anyhow::Result<Self> {
+    pub async fn stand_up(
+        scenario: &Scenario,
+        release: &KedaRelease,
+        opts: &StandUpOptions,
+    ) -> anyhow::Result<Self> {
         let label = opts.label.clone();
         let say = |m: &str| eprintln!("[{label}] {m}");
         let t0 = Instant::now();
@@ -90,7 +102,10 @@ impl LocalWorld {
                 trig.scaled_job
             )
         })?;
-        let work_dir = tempfile::Builder::new().prefix("keda-harness-run-").tempdir().context("creating the run's temp dir")?;
+        let work_dir = tempfile::Builder::new()
+            .prefix("keda-harness-run-")
+            .tempdir()
+            .context("creating the run's temp dir")?;
         let wd = work_dir.path().to_path_buf();
         let ca = Arc::new(TestCa::generate(&format!("keda-harness {label}"))?);
         let ca_file = wd.join("run-ca.pem");
@@ -110,12 +125,16 @@ impl LocalWorld {
 
         let ip = run_ip(&[443, trig.postgres.port])?;
         say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
-        let postgres = LocalPostgres::start(LocalPostgresConfig::default()).await.context("starting PostgreSQL")?;
+        let postgres = LocalPostgres::start(LocalPostgresConfig::default())
+            .await
+            .context("starting PostgreSQL")?;
         create_login_role(&postgres, &trig.postgres.user, None).await?;
-        let movies = MoviesTable::create(&postgres, &trig.postgres.database, &trig.postgres.user).await?;
+        let movies =
+            MoviesTable::create(&postgres, &trig.postgres.database, &trig.postgres.user).await?;
         movies.set_rows(scenario.file.data.rows).await?;
 
-        let entra_config = entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
+        let entra_config =
+            entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
         std::fs::write(wd.join("entra-config.yaml"), entra_config.to_yaml())?;
         let entra = EntraMock::builder(entra_config)
             .with_listen(SocketAddr::new(ip, 443))
@@ -129,14 +148,23 @@ impl LocalWorld {
         let front = PgEntraFront::start(
             FrontConfig::new(
                 Upstream::Unix {
-                    dir: postgres.socket_dir().context("the local PostgreSQL has no unix socket")?,
+                    dir: postgres
+                        .socket_dir()
+                        .context("the local PostgreSQL has no unix socket")?,
                     port: postgres.addr().port(),
                 },
                 TokenRules::from_entra(&rules),
             )
             .with_listen(SocketAddr::new(ip, trig.postgres.port))
-            .with_tls(ca.issue_server(&[&trig.postgres.host, &ip.to_string()])?.rustls_server_config()?)
-            .with_principal(EntraPrincipal::service_principal(&trig.postgres.user, &ident.object_id, &client_id)),
+            .with_tls(
+                ca.issue_server(&[&trig.postgres.host, &ip.to_string()])?
+                    .rustls_server_config()?,
+            )
+            .with_principal(EntraPrincipal::service_principal(
+                &trig.postgres.user,
+                &ident.object_id,
+                &client_id,
+            )),
         )
         .await
         .context("starting the Entra front")?;
@@ -158,37 +186,57 @@ impl LocalWorld {
 
         let token_file = wd.join("azure-identity-token");
         let token = control_plane
-            .token_request("keda", "keda-operator", &ident.federated_audience, FEDERATED_TOKEN_TTL)
+            .token_request(
+                "keda",
+                "keda-operator",
+                &ident.federated_audience,
+                FEDERATED_TOKEN_TTL,
+            )
             .await?;
         write_token(&token_file, &token)?;
-        let token_refresher = spawn_token_refresher(&control_plane, token_file.clone(), ident.federated_audience.clone());
+        let token_refresher = spawn_token_refresher(
+            &control_plane,
+            token_file.clone(),
+            ident.federated_audience.clone(),
+        );
 
         let mut launch = OperatorLaunch::new(control_plane.kubeconfig_path(), &wd)?;
         launch.env.extend([
             ("AZURE_CLIENT_ID".to_string(), client_id.clone()),
             ("AZURE_TENANT_ID".to_string(), ident.tenant_id.clone()),
-            ("AZURE_FEDERATED_TOKEN_FILE".to_string(), token_file.display().to_string()),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE".to_string(),
+                token_file.display().to_string(),
+            ),
         ]);
         let command = egress.command(release.operator_command(&launch));
-        say(&format!("starting the KEDA {} operator", release.entry().version));
+        say(&format!(
+            "starting the KEDA {} operator",
+            release.entry().version
+        ));
         let operator = ManagedChild::spawn("keda-operator", command, wd.join("keda-operator.log"))?;
         let readyz = launch.readyz_url();
         let http = reqwest::Client::new();
-        wait_until("the KEDA operator's /readyz", Duration::from_secs(90), Duration::from_millis(250), || {
-            let http = http.clone();
-            let readyz = readyz.clone();
-            let exited = operator.exit_status();
-            async move {
-                if let Some(status) = exited {
-                    return Poll::Abort(format!("the operator exited ({status})"));
+        wait_until(
+            "the KEDA operator's /readyz",
+            Duration::from_secs(90),
+            Duration::from_millis(250),
+            || {
+                let http = http.clone();
+                let readyz = readyz.clone();
+                let exited = operator.exit_status();
+                async move {
+                    if let Some(status) = exited {
+                        return Poll::Abort(format!("the operator exited ({status})"));
+                    }
+                    match http.get(&readyz).send().await {
+                        Ok(r) if r.status().is_success() => Poll::Ready(()),
+                        Ok(r) => Poll::NotYet(format!("HTTP {}", r.status())),
+                        Err(e) => Poll::NotYet(e.to_string()),
+                    }
                 }
-                match http.get(&readyz).send().await {
-                    Ok(r) if r.status().is_success() => Poll::Ready(()),
-                    Ok(r) => Poll::NotYet(format!("HTTP {}", r.status())),
-                    Err(e) => Poll::NotYet(e.to_string()),
-                }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| anyhow!("{e}\noperator log tail:\n{}", operator.log_tail(3000)))?;
 
@@ -255,17 +303,49 @@ impl LocalWorld {
     /// decisions, the egress journal, PostgreSQL's log and the applied manifests (secrets redacted).
     pub async fn write_diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let w = |name: &str, body: String| std::fs::write(dir.join(name), body).with_context(|| format!("writing {name}"));
-        w("keda-operator.log", std::fs::read_to_string(self.operator.log_path()).unwrap_or_default())?;
-        let events = self.observer.events().await.map(|e| serde_yaml::to_string(&e).unwrap_or_default());
-        w("events.yaml", events.unwrap_or_else(|e| format!("listing events failed: {e}")))?;
-        let sj = self.observer.scaled_job().await.map(|o| serde_yaml::to_string(&o).unwrap_or_default());
-        w("scaledjob.yaml", sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")))?;
-        w("entra-journal.json", serde_json::to_string_pretty(&self.entra.journal())?)?;
-        w("entra-front-auth.jsonl", self.front.journal().to_json_lines())?;
-        w("egress-journal.txt", format!("{:#?}", self.egress.journal().records()))?;
+        let w = |name: &str, body: String| {
+            std::fs::write(dir.join(name), body).with_context(|| format!("writing {name}"))
+        };
+        w(
+            "keda-operator.log",
+            std::fs::read_to_string(self.operator.log_path()).unwrap_or_default(),
+        )?;
+        let events = self
+            .observer
+            .events()
+            .await
+            .map(|e| serde_yaml::to_string(&e).unwrap_or_default());
+        w(
+            "events.yaml",
+            events.unwrap_or_else(|e| format!("listing events failed: {e}")),
+        )?;
+        let sj = self
+            .observer
+            .scaled_job()
+            .await
+            .map(|o| serde_yaml::to_string(&o).unwrap_or_default());
+        w(
+            "scaledjob.yaml",
+            sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
+        )?;
+        w(
+            "entra-journal.json",
+            serde_json::to_string_pretty(&self.entra.journal())?,
+        )?;
+        w(
+            "entra-front-auth.jsonl",
+            self.front.journal().to_json_lines(),
+        )?;
+        w(
+            "egress-journal.txt",
+            format!("{:#?}", self.egress.journal().records()),
+        )?;
         w("postgres.log", self.postgres.server_log())?;
-        let manifests: Vec<String> = self.applied.iter().map(|d| serde_yaml::to_string(&redact(d)).unwrap_or_default()).collect();
+        let manifests: Vec<String> = self
+            .applied
+            .iter()
+            .map(|d| serde_yaml::to_string(&redact(d)).unwrap_or_default())
+            .collect();
         w("applied-manifests.yaml", manifests.join("---\n"))?;
         let (apiserver, etcd) = self.control_plane.log_paths();
         w("kube-apiserver.log", tail_file(apiserver, 200_000))?;
@@ -277,7 +357,9 @@ impl LocalWorld {
 fn tail_file(path: &Path, max: usize) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     let start = s.len().saturating_sub(max);
-    let start = (start..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(s.len());
+    let start = (start..s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
     s[start..].to_string()
 }
 
@@ -309,12 +391,17 @@ fn write_token(path: &PathBuf, token: &str) -> anyhow::Result<()> {
 }
 
 /// Re-request the operator's federated token at half its lifetime, as the kubelet refreshes projected tokens.
-fn spawn_token_refresher(cp: &LocalControlPlane, path: PathBuf, audience: String) -> tokio::task::JoinHandle<()> {
+fn spawn_token_refresher(
+    cp: &LocalControlPlane,
+    path: PathBuf,
+    audience: String,
+) -> tokio::task::JoinHandle<()> {
     let client = cp.client();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(FEDERATED_TOKEN_TTL / 2).await;
-            let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), "keda");
+            let api: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                kube::Api::namespaced(client.clone(), "keda");
             let req = k8s_openapi::api::authentication::v1::TokenRequest {
                 spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
                     audiences: vec![audience.clone()],
@@ -323,7 +410,10 @@ fn spawn_token_refresher(cp: &LocalControlPlane, path: PathBuf, audience: String
                 },
                 ..Default::default()
             };
-            match api.create_token_request("keda-operator", &Default::default(), &req).await {
+            match api
+                .create_token_request("keda-operator", &Default::default(), &req)
+                .await
+            {
                 Ok(r) => {
                     if let Some(s) = r.status {
                         if let Err(e) = write_token(&path, &s.token) {
@@ -331,7 +421,9 @@ fn spawn_token_refresher(cp: &LocalControlPlane, path: PathBuf, audience: String
                         }
                     }
                 }
-                Err(e) => tracing::warn!("TokenRequest for the operator's federated token failed: {e}"),
+                Err(e) => {
+                    tracing::warn!("TokenRequest for the operator's federated token failed: {e}")
+                }
             }
         }
     })
@@ -339,7 +431,12 @@ fn spawn_token_refresher(cp: &LocalControlPlane, path: PathBuf, audience: String
 
 /// The tenant as the scenario describes it: one managed identity (client id from the TriggerAuthentication)
 /// with a federated credential for the operator's service account on this run's apiserver issuer.
-fn entra_config(scenario: &Scenario, client_id: &str, issuer: &str, ca_file: &Path) -> anyhow::Result<EntraConfig> {
+fn entra_config(
+    scenario: &Scenario,
+    client_id: &str,
+    issuer: &str,
+    ca_file: &Path,
+) -> anyhow::Result<EntraConfig> {
     let ident = &scenario.file.identity;
     let doc = serde_json::json!({
         "tenants": [{
@@ -359,5 +456,8 @@ fn entra_config(scenario: &Scenario, client_id: &str, issuer: &str, ca_file: &Pa
         "trusted_issuers": [{ "issuer": issuer, "discovery": true, "ca_file": ca_file }],
     });
     let text = serde_json::to_string(&doc)?;
-    Ok(EntraConfig::from_str_named(&text, &format!("{} (generated from the scenario)", scenario.dir.display()))?)
+    Ok(EntraConfig::from_str_named(
+        &text,
+        &format!("{} (generated from the scenario)", scenario.dir.display()),
+    )?)
 }

@@ -1,0 +1,149 @@
+//! The matrix: scenarios × KEDA versions on a backend — build what is needed once, run side by side (each run
+//! with its own control plane) or one after another, and judge.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::backend::local::{self, LocalRunOptions};
+use crate::catalog::{Catalog, CatalogEntry};
+use crate::keda::{BuildOptions, KedaRelease};
+use crate::report::{self, Verdict};
+use crate::scenario::Scenario;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MatrixPlan {
+    /// Scenario names (folders under scenarios/) or paths.
+    pub scenarios: Vec<String>,
+    /// KEDA versions; empty = the default set (2.14.1, 2.15.0 and the newest catalog version).
+    pub versions: Vec<String>,
+    /// Run every cell at once (each has its own control plane) instead of one after another.
+    pub parallel: bool,
+    pub report_dir: Option<PathBuf>,
+    /// Write a diagnostics bundle for passing cells too.
+    pub always_diagnose: bool,
+}
+
+/// Versions of the default matrix: the regression, the fix, and the newest release in the catalog.
+pub fn default_versions(catalog: &Catalog) -> Vec<String> {
+    let mut v = vec![
+        "2.14.1".to_string(),
+        "2.15.0".to_string(),
+        catalog.newest().version.to_string(),
+    ];
+    v.dedup();
+    v
+}
+
+/// The result of a matrix run.
+pub struct MatrixOutcome {
+    pub verdicts: Vec<Verdict>,
+    pub wall_seconds: f64,
+}
+
+impl MatrixOutcome {
+    pub fn all_passed(&self) -> bool {
+        !self.verdicts.is_empty() && self.verdicts.iter().all(|v| v.passed)
+    }
+}
+
+/// Build, run and judge every cell of `plan` on the local backend.
+pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
+    let started = Instant::now();
+    let catalog = Catalog::load()?;
+    let versions = if plan.versions.is_empty() {
+        default_versions(&catalog)
+    } else {
+        plan.versions.clone()
+    };
+    // Everything the user named is checked before anything slow starts.
+    let entries: Vec<CatalogEntry> = versions
+        .iter()
+        .map(|v| catalog.get(v).cloned())
+        .collect::<Result<_, _>>()?;
+    let scenarios: Vec<Scenario> = plan
+        .scenarios
+        .iter()
+        .map(|s| Scenario::load(s))
+        .collect::<Result<_, _>>()?;
+    for s in &scenarios {
+        for e in &entries {
+            s.expectation_for(&e.version.to_string())?;
+        }
+    }
+
+    eprintln!("==> control plane: kube-apiserver + etcd (built once, cached under target/)");
+    let t = Instant::now();
+    let bins = tokio::task::spawn_blocking(crate::control_plane::build::ensure_built).await??;
+    eprintln!(
+        "    ready ({}, {:.1} s)",
+        bins.kubernetes_version,
+        t.elapsed().as_secs_f64()
+    );
+    let mut releases = Vec::new();
+    for e in &entries {
+        eprintln!(
+            "==> KEDA {}: operator from github.com/kedacore/keda/v2@{}",
+            e.version, e.tag
+        );
+        let entry = e.clone();
+        let release = tokio::task::spawn_blocking(move || {
+            KedaRelease::build(&entry, &BuildOptions::default())
+        })
+        .await?
+        .with_context(|| format!("building KEDA {}", e.version))?;
+        eprintln!(
+            "    {} ({:.1} s)",
+            if release.from_cache {
+                "cached"
+            } else {
+                "built"
+            },
+            release.build_secs
+        );
+        releases.push(release);
+    }
+
+    let opts = LocalRunOptions {
+        report_dir: plan.report_dir.clone(),
+        always_diagnose: plan.always_diagnose,
+    };
+    let cells: Vec<(&Scenario, &CatalogEntry, &KedaRelease)> = scenarios
+        .iter()
+        .flat_map(|s| {
+            entries
+                .iter()
+                .zip(releases.iter())
+                .map(move |(e, r)| (s, e, r))
+        })
+        .collect();
+    eprintln!(
+        "==> running {} cell(s) {}",
+        cells.len(),
+        if plan.parallel {
+            "side by side"
+        } else {
+            "one after another"
+        }
+    );
+    let verdicts = if plan.parallel {
+        futures_util::future::join_all(cells.iter().map(|(s, e, r)| local::run(s, e, r, &opts)))
+            .await
+    } else {
+        let mut out = Vec::new();
+        for (s, e, r) in &cells {
+            out.push(local::run(s, e, r, &opts).await);
+        }
+        out
+    };
+    if let Some(dir) = &plan.report_dir {
+        report::write(dir, &verdicts)
+            .with_context(|| format!("writing reports to {}", dir.display()))?;
+    }
+    Ok(MatrixOutcome {
+        verdicts,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
