@@ -80,7 +80,10 @@ impl GoClient {
 
 fn go_available() -> bool {
     prereq::require(Tier::Go, || {
-        prereq::on_path("go", "install Go >= 1.26 (https://go.dev/dl) and put it on PATH")
+        prereq::on_path(
+            "go",
+            "install Go >= 1.26 (https://go.dev/dl) and put it on PATH",
+        )
     })
 }
 
@@ -109,21 +112,35 @@ async fn go_clients_get_a_valid_token_through_login_microsoftonline_com() {
         // OpenID configuration before POSTing to its token_endpoint.
         let trail = rig.mock_trail();
         assert!(
-            trail
-                .iter()
-                .any(|l| l.contains(&format!("/{EXAMPLE_TENANT_ID}/v2.0/.well-known/openid-configuration"))),
+            trail.iter().any(|l| l.contains(&format!(
+                "/{EXAMPLE_TENANT_ID}/v2.0/.well-known/openid-configuration"
+            ))),
             "{}: MSAL-go's tenant discovery was not seen: {trail:?}",
             client.label()
         );
         let token_request = &rig.mock.token_requests()[0];
-        assert_eq!(token_request.grant_type.as_deref(), Some("client_credentials"));
-        assert_eq!(token_request.credential.as_deref(), Some("client_assertion"));
+        assert_eq!(
+            token_request.grant_type.as_deref(),
+            Some("client_credentials")
+        );
+        assert_eq!(
+            token_request.credential.as_deref(),
+            Some("client_assertion")
+        );
         assert!(
-            token_request.scope.as_deref().unwrap_or_default().contains(PG_SCOPE),
+            token_request
+                .scope
+                .as_deref()
+                .unwrap_or_default()
+                .contains(PG_SCOPE),
             "{token_request:?}"
         );
         if let ClientResult::Token { expires_on, .. } = result {
-            assert_eq!(Some(expires_on), claims["exp"].as_i64(), "expires_on is the token's exp");
+            assert_eq!(
+                Some(expires_on),
+                claims["exp"].as_i64(),
+                "expires_on is the token's exp"
+            );
         }
         eprintln!("{}: path taken: {trail:?}", client.label());
     }
@@ -200,7 +217,8 @@ async fn go_clients_cannot_leave_for_another_azure_host() {
     for client in BOTH {
         let rig = EntraRig::start().await;
         let assertion = rig.operator_assertion();
-        let mut cmd = rig.client_command(Command::new(client.binary()), EXAMPLE_CLIENT_ID, &assertion);
+        let mut cmd =
+            rig.client_command(Command::new(client.binary()), EXAMPLE_CLIENT_ID, &assertion);
         // A real sovereign cloud authority: on MSAL's trusted list, so the client goes straight to it.
         cmd.env("AZURE_AUTHORITY_HOST", OUTSIDE_AUTHORITY_HOST);
         let result = run_client(cmd).await;
@@ -255,7 +273,9 @@ async fn go_client_reaches_the_mock_through_a_private_etc_hosts() {
     std::fs::write(
         &assertion,
         mock_aad::TestIssuer::builtin()
-            .mint(&mock_aad::AssertionSpec::new(mock_aad::assertion::EXAMPLE_SUBJECT))
+            .mint(&mock_aad::AssertionSpec::new(
+                mock_aad::assertion::EXAMPLE_SUBJECT,
+            ))
             .unwrap(),
     )
     .unwrap();
@@ -267,10 +287,16 @@ async fn go_client_reaches_the_mock_through_a_private_etc_hosts() {
     let result = run_client(egress.command(cmd)).await;
     let token = result.token().to_string();
     let rules = mock.access_token_rules(EXAMPLE_TENANT_ID).unwrap();
-    let claims = rules.validate(&token).expect("token valid against the mock's JWKS");
+    let claims = rules
+        .validate(&token)
+        .expect("token valid against the mock's JWKS");
     assert_eq!(claims["appid"], EXAMPLE_CLIENT_ID);
     // Nothing went through the proxy: login.microsoftonline.com is on NO_PROXY and resolved to the mock.
-    assert!(egress.journal().records().is_empty(), "{:?}", egress.journal().records());
+    assert!(
+        egress.journal().records().is_empty(),
+        "{:?}",
+        egress.journal().records()
+    );
     assert!(mock
         .token_requests()
         .iter()

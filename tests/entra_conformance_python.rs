@@ -39,7 +39,10 @@ impl PyClient {
 
 fn python_available() -> bool {
     prereq::require(Tier::Python, || {
-        prereq::on_path("python3", "install Python 3 (apt-get install python3 python3-pip)")?;
+        prereq::on_path(
+            "python3",
+            "install Python 3 (apt-get install python3 python3-pip)",
+        )?;
         let probe = Command::new("python3")
             .args(["-c", "import azure.identity, msal"])
             .output()
@@ -64,7 +67,12 @@ fn python_command(client: PyClient) -> Command {
     cmd
 }
 
-async fn run_py(rig: &EntraRig, client: PyClient, client_id: &str, token_file: &Path) -> ClientResult {
+async fn run_py(
+    rig: &EntraRig,
+    client: PyClient,
+    client_id: &str,
+    token_file: &Path,
+) -> ClientResult {
     run_client(rig.client_command(python_command(client), client_id, token_file)).await
 }
 
@@ -80,8 +88,14 @@ async fn python_clients_get_a_valid_token_through_login_microsoftonline_com() {
         rig.verify_token(result.token()).await;
         rig.assert_reached_via_default_authority();
         let token_request = &rig.mock.token_requests()[0];
-        assert_eq!(token_request.grant_type.as_deref(), Some("client_credentials"));
-        assert_eq!(token_request.credential.as_deref(), Some("client_assertion"));
+        assert_eq!(
+            token_request.grant_type.as_deref(),
+            Some("client_credentials")
+        );
+        assert_eq!(
+            token_request.credential.as_deref(),
+            Some("client_assertion")
+        );
         assert_eq!(
             token_request.path,
             format!("/{EXAMPLE_TENANT_ID}/oauth2/v2.0/token"),
@@ -101,9 +115,24 @@ async fn python_clients_surface_entra_errors() {
         let rig = EntraRig::start().await;
         let good = rig.operator_assertion();
         let cases = [
-            ("wrong client id", UNKNOWN_CLIENT_ID, good.clone(), "AADSTS700016"),
-            ("subject mismatch", EXAMPLE_CLIENT_ID, rig.workload_assertion(), "AADSTS70021"),
-            ("expired assertion", EXAMPLE_CLIENT_ID, rig.expired_assertion(), "AADSTS700024"),
+            (
+                "wrong client id",
+                UNKNOWN_CLIENT_ID,
+                good.clone(),
+                "AADSTS700016",
+            ),
+            (
+                "subject mismatch",
+                EXAMPLE_CLIENT_ID,
+                rig.workload_assertion(),
+                "AADSTS70021",
+            ),
+            (
+                "expired assertion",
+                EXAMPLE_CLIENT_ID,
+                rig.expired_assertion(),
+                "AADSTS700024",
+            ),
         ];
         for (case, client_id, assertion, code) in cases {
             let result = run_py(&rig, client, client_id, &assertion).await;
@@ -131,7 +160,11 @@ async fn python_clients_and_a_503() {
         let assertion = rig.operator_assertion();
         let first = run_py(&rig, client, EXAMPLE_CLIENT_ID, &assertion).await;
         let outcomes = |rig: &EntraRig| -> Vec<Outcome> {
-            rig.mock.token_requests().into_iter().map(|e| e.outcome).collect()
+            rig.mock
+                .token_requests()
+                .into_iter()
+                .map(|e| e.outcome)
+                .collect()
         };
         match client {
             PyClient::AzureIdentity => {
@@ -140,7 +173,8 @@ async fn python_clients_and_a_503() {
             }
             PyClient::Msal => {
                 assert!(
-                    first.error().contains("temporarily_unavailable") || first.error().contains("503"),
+                    first.error().contains("temporarily_unavailable")
+                        || first.error().contains("503"),
                     "msal: {}",
                     first.error()
                 );

@@ -97,17 +97,32 @@ async fn get_token_with_retry(
 async fn rust_client_gets_a_valid_token_through_login_microsoftonline_com() {
     let rig = EntraRig::start().await;
     let assertion = rig.operator_assertion();
-    let result = get_token(&rig, CloudConfiguration::AzurePublic, EXAMPLE_CLIENT_ID, &assertion).await;
+    let result = get_token(
+        &rig,
+        CloudConfiguration::AzurePublic,
+        EXAMPLE_CLIENT_ID,
+        &assertion,
+    )
+    .await;
     let claims = rig.verify_token(result.token()).await;
     rig.assert_reached_via_default_authority();
     let trail = rig.mock_trail();
     let token_request = &rig.mock.token_requests()[0];
-    assert_eq!(token_request.path, format!("/{EXAMPLE_TENANT_ID}/oauth2/v2.0/token"));
-    assert_eq!(token_request.credential.as_deref(), Some("client_assertion"));
+    assert_eq!(
+        token_request.path,
+        format!("/{EXAMPLE_TENANT_ID}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        token_request.credential.as_deref(),
+        Some("client_assertion")
+    );
     if let ClientResult::Token { expires_on, .. } = result {
         // azure_identity computes expires_on from expires_in when the response arrives: within a few seconds.
         let exp = claims["exp"].as_i64().unwrap();
-        assert!((expires_on - exp).abs() <= 5, "expires_on {expires_on} vs exp {exp}");
+        assert!(
+            (expires_on - exp).abs() <= 5,
+            "expires_on {expires_on} vs exp {exp}"
+        );
     }
     eprintln!("azure_identity (Rust): path taken: {trail:?}");
 }
@@ -118,12 +133,26 @@ async fn rust_client_surfaces_entra_errors() {
     let good = rig.operator_assertion();
     let cases = [
         ("wrong client id", UNKNOWN_CLIENT_ID, good, "AADSTS700016"),
-        ("subject mismatch", EXAMPLE_CLIENT_ID, rig.workload_assertion(), "AADSTS70021"),
-        ("expired assertion", EXAMPLE_CLIENT_ID, rig.expired_assertion(), "AADSTS700024"),
+        (
+            "subject mismatch",
+            EXAMPLE_CLIENT_ID,
+            rig.workload_assertion(),
+            "AADSTS70021",
+        ),
+        (
+            "expired assertion",
+            EXAMPLE_CLIENT_ID,
+            rig.expired_assertion(),
+            "AADSTS700024",
+        ),
     ];
     for (case, client_id, assertion, code) in cases {
         let result = get_token(&rig, CloudConfiguration::AzurePublic, client_id, &assertion).await;
-        assert!(result.error().contains(code), "{case}: expected {code} in: {}", result.error());
+        assert!(
+            result.error().contains(code),
+            "{case}: expected {code} in: {}",
+            result.error()
+        );
     }
     assert!(rig.egress.journal().refused().is_empty());
 }
@@ -134,10 +163,26 @@ async fn rust_client_retries_a_503_and_recovers() {
     rig.mock.inject_fault(Fault::unavailable().once());
     let assertion = rig.operator_assertion();
     // azure_core's retry policy retries 503 within one get_token.
-    let result = get_token(&rig, CloudConfiguration::AzurePublic, EXAMPLE_CLIENT_ID, &assertion).await;
+    let result = get_token(
+        &rig,
+        CloudConfiguration::AzurePublic,
+        EXAMPLE_CLIENT_ID,
+        &assertion,
+    )
+    .await;
     rig.verify_token(result.token()).await;
-    let outcomes: Vec<Outcome> = rig.mock.token_requests().into_iter().map(|e| e.outcome).collect();
-    assert_eq!(outcomes, vec![Outcome::Fault, Outcome::TokenIssued], "{:?}", rig.mock_trail());
+    let outcomes: Vec<Outcome> = rig
+        .mock
+        .token_requests()
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Fault, Outcome::TokenIssued],
+        "{:?}",
+        rig.mock_trail()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

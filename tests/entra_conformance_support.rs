@@ -58,7 +58,9 @@ impl ClientResult {
     pub fn error(&self) -> &str {
         match self {
             ClientResult::Error(e) => e,
-            ClientResult::Token { .. } => panic!("the client got a token where an error was expected"),
+            ClientResult::Token { .. } => {
+                panic!("the client got a token where an error was expected")
+            }
         }
     }
 }
@@ -138,7 +140,10 @@ impl EntraRig {
             .no_proxy()
             .build()
             .expect("reqwest client");
-        let jwks_url = format!("{}/{EXAMPLE_TENANT_ID}/discovery/v2.0/keys", self.mock.url());
+        let jwks_url = format!(
+            "{}/{EXAMPLE_TENANT_ID}/discovery/v2.0/keys",
+            self.mock.url()
+        );
         let jwks: jsonwebtoken::jwk::JwkSet = http
             .get(&jwks_url)
             .send()
@@ -164,7 +169,10 @@ impl EntraRig {
         assert_eq!(claims["appid"], EXAMPLE_CLIENT_ID, "appid: {claims}");
         assert_eq!(claims["oid"], EXAMPLE_OBJECT_ID, "oid: {claims}");
         let iss = claims["iss"].as_str().unwrap_or_default();
-        assert!(iss.contains(EXAMPLE_TENANT_ID), "iss names the tenant: {iss}");
+        assert!(
+            iss.contains(EXAMPLE_TENANT_ID),
+            "iss names the tenant: {iss}"
+        );
         claims
     }
 
@@ -197,7 +205,11 @@ impl EntraRig {
             self.egress.journal().records()
         );
         let token_requests = self.mock.token_requests();
-        assert!(!token_requests.is_empty(), "no token request: {:?}", self.mock_trail());
+        assert!(
+            !token_requests.is_empty(),
+            "no token request: {:?}",
+            self.mock_trail()
+        );
         for e in &token_requests {
             assert_eq!(
                 e.host.as_deref().map(|h| h.split(':').next().unwrap_or(h)),
@@ -232,7 +244,10 @@ pub async fn run_client(cmd: std::process::Command) -> ClientResult {
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
         .unwrap_or_else(|| {
-            panic!("no JSON line from {shown} (status {}): stdout={stdout} stderr={stderr}", out.status)
+            panic!(
+                "no JSON line from {shown} (status {}): stdout={stdout} stderr={stderr}",
+                out.status
+            )
         });
     let v: serde_json::Value = serde_json::from_str(line)
         .unwrap_or_else(|e| panic!("bad JSON from the client ({e}): {line}"));
@@ -242,10 +257,16 @@ pub async fn run_client(cmd: std::process::Command) -> ClientResult {
             expires_on: v["expires_on"].as_i64().unwrap_or_default(),
         },
         (_, Some(e)) => {
-            assert!(!out.status.success(), "client printed an error but exited 0: {line}");
+            assert!(
+                !out.status.success(),
+                "client printed an error but exited 0: {line}"
+            );
             ClientResult::Error(e.to_string())
         }
-        _ => panic!("unexpected client output (status {}): {line} stderr={stderr}", out.status),
+        _ => panic!(
+            "unexpected client output (status {}): {line} stderr={stderr}",
+            out.status
+        ),
     }
 }
 
