@@ -242,7 +242,18 @@ impl LocalWorld {
 
         let (applied, changes) = scenario.manifests_to_apply();
         say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s", applied.len(), changes.len(), t0.elapsed().as_secs_f64()));
-        for doc in &applied {
+        // What KEDA objects reference goes first, and the ScaledJob/ScaledObject last after a moment: the
+        // operator resolves a TriggerAuthentication from its informer cache, and one it cannot see yet is
+        // treated as no authentication at all (KEDA logs "error getting triggerAuth" and builds the scaler with
+        // an empty password — a transient 28P01 even on fixed versions when everything is applied at once).
+        let (scalers, others): (Vec<_>, Vec<_>) = applied
+            .iter()
+            .partition(|d| d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject");
+        for doc in &others {
+            apply(&client, doc).await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for doc in &scalers {
             apply(&client, doc).await?;
         }
         let applied_at = Instant::now();
