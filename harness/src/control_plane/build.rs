@@ -1,0 +1,267 @@
+//! Building kube-apiserver and etcd from the Go module in `harness/go/control-plane`, cached per Kubernetes
+//! version under `<target>/keda-harness/control-plane/<version>/`.
+//!
+//! The module's go.mod pins the Kubernetes version (and says why); [`KUBERNETES_VERSION`] must name the same
+//! one — a unit test keeps them together. A cold build takes minutes (kube-apiserver is a large program), so a
+//! build prints progress, holds a lock so parallel tests build once, and writes binaries under temporary names
+//! before renaming them into place: a present binary is always a complete one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// The Kubernetes version `harness/go/control-plane/go.mod` pins (see the comment at its top for the reason).
+pub const KUBERNETES_VERSION: &str = "v1.35.4";
+/// The etcd version k8s.io/kubernetes [`KUBERNETES_VERSION`] pins, which our `cmd/etcd` runs.
+pub const ETCD_VERSION: &str = "v3.6.5";
+
+/// Paths of the two control-plane programs.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneBinaries {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+    /// The Kubernetes version they were built at (`v1.35.4`).
+    pub kubernetes_version: String,
+}
+
+/// A build that did not produce the binaries.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("`go` not found on PATH; install Go >= 1.25 (the machine's Go 1.26 works) and retry")]
+    GoMissing,
+    #[error("control-plane Go module not found at {0}; run from a keda-harness checkout")]
+    ModuleMissing(PathBuf),
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `message` holds the command, directory, exit status, Go's own error lines and what to do.
+    #[error("building {what} failed: {message}")]
+    GoFailed { what: String, message: String },
+}
+
+/// Where the control-plane Go module lives in this checkout.
+pub fn go_module_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("go/control-plane")
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR` when set, else `<workspace>/target`.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR"));
+    harness.parent().unwrap_or(harness).join("target")
+}
+
+/// `<target>/keda-harness/control-plane/<KUBERNETES_VERSION>/`.
+pub fn cache_dir() -> PathBuf {
+    target_dir()
+        .join("keda-harness/control-plane")
+        .join(KUBERNETES_VERSION)
+}
+
+/// The binaries when both are already built; `None` means [`ensure_built`] has work to do.
+pub fn cached() -> Option<ControlPlaneBinaries> {
+    let dir = cache_dir();
+    let bins = binaries_in(&dir);
+    (bins.kube_apiserver.is_file() && bins.etcd.is_file()).then_some(bins)
+}
+
+fn binaries_in(dir: &Path) -> ControlPlaneBinaries {
+    ControlPlaneBinaries {
+        kube_apiserver: dir.join("kube-apiserver"),
+        etcd: dir.join("etcd"),
+        kubernetes_version: KUBERNETES_VERSION.to_string(),
+    }
+}
+
+/// Build kube-apiserver and etcd unless already cached; blocking (minutes when cold), progress on stderr.
+pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
+    if let Some(bins) = cached() {
+        return Ok(bins);
+    }
+    let module = go_module_dir();
+    if !module.join("go.mod").is_file() {
+        return Err(BuildError::ModuleMissing(module));
+    }
+    if crate::prereq::which("go").is_none() {
+        return Err(BuildError::GoMissing);
+    }
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| BuildError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    // One build per version at a time, across test processes; the loser finds the binaries when it gets the lock.
+    let lock_path = dir.join(".build.lock");
+    let lock = File::create(&lock_path).map_err(|source| BuildError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
+    let _span = tracing::info_span!("build_control_plane", version = KUBERNETES_VERSION).entered();
+    eprintln!(
+        "[control-plane] waiting for the build lock {} (another build may be running)",
+        lock_path.display()
+    );
+    // SAFETY: flock on an open descriptor; released when `lock` is closed.
+    unsafe {
+        libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
+    }
+    if let Some(bins) = cached() {
+        return Ok(bins);
+    }
+    let bins = binaries_in(&dir);
+    let ldflags = format!(
+        "-s -w -X k8s.io/component-base/version.gitVersion={v} -X k8s.io/component-base/version.gitMajor=1 \
+         -X k8s.io/component-base/version.gitMinor={minor}",
+        v = KUBERNETES_VERSION,
+        minor = KUBERNETES_VERSION
+            .trim_start_matches('v')
+            .split('.')
+            .nth(1)
+            .unwrap_or("0"),
+    );
+    for (what, package, out) in [
+        ("etcd", "./cmd/etcd", &bins.etcd),
+        (
+            "kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            &bins.kube_apiserver,
+        ),
+    ] {
+        if out.is_file() {
+            continue;
+        }
+        go_build(what, package, out, &ldflags, &module, &dir)?;
+    }
+    Ok(bins)
+}
+
+fn go_build(
+    what: &str,
+    package: &str,
+    out: &Path,
+    ldflags: &str,
+    module: &Path,
+    cache: &Path,
+) -> Result<(), BuildError> {
+    let tmp = out.with_extension("partial");
+    let log_path = cache.join(format!("build-{what}.log"));
+    let mut log = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&log_path)
+        .map_err(|source| BuildError::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+    let mut cmd = Command::new("go");
+    cmd.current_dir(module)
+        .env("GOTOOLCHAIN", "local")
+        .args(["build", "-v", "-trimpath", "-ldflags", ldflags, "-o"])
+        .arg(&tmp)
+        .arg(package)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let command = format!(
+        "GOTOOLCHAIN=local go build -v -trimpath -ldflags '{ldflags}' -o {} {package}",
+        tmp.display()
+    );
+    eprintln!(
+        "[control-plane] building {what} (Kubernetes {KUBERNETES_VERSION}); a cold build takes minutes — log: {}",
+        log_path.display()
+    );
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| BuildError::Io {
+        path: module.to_path_buf(),
+        source,
+    })?;
+    // `go build -v` names each package as it compiles: that is the progress. Anything else is a diagnostic.
+    let mut diagnostics = Vec::new();
+    let mut packages = 0usize;
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            let is_package_name =
+                !line.contains(' ') && !line.contains(':') && !line.starts_with('#');
+            if is_package_name {
+                packages += 1;
+                if packages.is_multiple_of(100) {
+                    eprintln!(
+                        "[control-plane] {what}: {packages} packages compiled ({}s), now {line}",
+                        start.elapsed().as_secs()
+                    );
+                }
+            } else {
+                diagnostics.push(line);
+            }
+        }
+    }
+    let status = child.wait().map_err(|source| BuildError::Io {
+        path: module.to_path_buf(),
+        source,
+    })?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let keep = diagnostics.len().saturating_sub(60);
+        let go_error = diagnostics[keep..].join("\n");
+        eprintln!("[control-plane] building {what} failed:\n{go_error}");
+        return Err(BuildError::GoFailed {
+            what: what.to_string(),
+            message: format!(
+                "`{command}` in {dir} exited with {status}.\nGo said:\n{go_error}\nWhat to do: check the Go \
+                 toolchain (`go version`; GOTOOLCHAIN=local uses the installed one), that the Go module proxy is \
+                 reachable for a cold build (`go mod download` in {dir}), and read the full log at {log}.",
+                dir = module.display(),
+                log = log_path.display(),
+            ),
+        });
+    }
+    std::fs::rename(&tmp, out).map_err(|source| BuildError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    eprintln!(
+        "[control-plane] built {what} in {}s: {}",
+        start.elapsed().as_secs(),
+        out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_mod_pins_the_kubernetes_version_the_harness_names() {
+        let go_mod = std::fs::read_to_string(go_module_dir().join("go.mod")).unwrap();
+        let wanted_require = format!("k8s.io/kubernetes {KUBERNETES_VERSION}");
+        assert!(
+            go_mod.contains(&wanted_require),
+            "go.mod does not require {wanted_require}"
+        );
+        // Every staging module must point at the published v0.<minor>.<patch> of the same release.
+        let staging = KUBERNETES_VERSION.replacen("v1.", "v0.", 1);
+        let replaces: Vec<&str> = go_mod.lines().filter(|l| l.contains("=>")).collect();
+        assert!(replaces.len() > 20, "expected the staging replace block");
+        for line in replaces {
+            assert!(
+                line.trim_end().ends_with(&staging),
+                "{line} is not {staging}"
+            );
+        }
+        let wanted_etcd = format!("go.etcd.io/etcd/server/v3 {ETCD_VERSION}");
+        assert!(
+            go_mod.contains(&wanted_etcd),
+            "go.mod does not require {wanted_etcd}"
+        );
+    }
+}
