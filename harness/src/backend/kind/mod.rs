@@ -21,6 +21,7 @@
 //! ([`crate::postgres::container`]), which also works against this project's offline dockerd.
 
 pub mod cluster;
+pub mod environment;
 pub mod keda;
 pub mod mock_aad;
 pub mod tools;
@@ -28,6 +29,7 @@ pub mod tools;
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub use cluster::KindCluster;
+pub use environment::{EnvironmentError, KindEnvironment};
 pub use keda::{KedaHelmRelease, WorkloadIdentity};
 pub use mock_aad::{MockAadInCluster, TlsPair};
 pub use tools::{Tool, ToolCommand};

@@ -1,0 +1,110 @@
+//! A running kind environment: the cluster, PostgreSQL in a container on the kind network, mock-aad and the
+//! front in the cluster, KEDA from its chart. Built by [`KindEnvironment::up`] from a [`KindSettings`] whose
+//! Postgres upstream is filled in once the container has its kind-network address; the cluster is deleted on
+//! drop (set `KEDA_HARNESS_KEEP_CLUSTER=1` to keep it for debugging).
+//!
+//! Networked machines only: kind pulls its node image and Helm the KEDA chart and images.
+
+use crate::postgres::container::{ContainerError, ContainerPostgres, ContainerPostgresConfig};
+
+use super::mock_aad::front_args;
+use super::tools::Tool;
+use super::{KindError, KindPlan, KindSettings, KIND_DOCKER_NETWORK};
+
+/// Network alias of the PostgreSQL container on the kind network (for humans reading `docker inspect`).
+pub const POSTGRES_ALIAS: &str = "postgres.keda-harness.internal";
+
+/// Errors bringing a kind environment up.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error(transparent)]
+    Kind(#[from] KindError),
+    #[error("PostgreSQL on the kind network: {0}")]
+    Postgres(#[from] ContainerError),
+}
+
+/// Everything a scenario needs on kind; torn down on drop.
+pub struct KindEnvironment {
+    pub plan: KindPlan,
+    pub postgres: ContainerPostgres,
+    keep_cluster: bool,
+}
+
+impl KindEnvironment {
+    /// Check the tools, create the cluster, start PostgreSQL on its network, then load images, apply the
+    /// harness's objects, install KEDA and wait for the operator and mock-aad to be ready.
+    #[tracing::instrument(name = "kind_up", skip_all, fields(cluster = %settings.cluster_name))]
+    pub async fn up(
+        mut settings: KindSettings,
+        postgres: ContainerPostgresConfig,
+    ) -> Result<Self, EnvironmentError> {
+        for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Helm] {
+            tool.locate()?;
+        }
+        let plan = KindPlan::render(&settings)?;
+        plan.cluster.check_config()?;
+        plan.cluster.create()?;
+        // From here on a failure must delete the cluster: keep it in a guard until the environment exists.
+        let mut guard = ClusterGuard(Some(plan.cluster.clone()));
+        let postgres = ContainerPostgres::start(
+            postgres
+                .with_network(KIND_DOCKER_NETWORK)
+                .with_network_alias(POSTGRES_ALIAS),
+        )
+        .await?;
+        let upstream = postgres
+            .network_addr()
+            .expect("a container started with a network has an address on it");
+        settings.mock_aad.postgres_upstream = upstream;
+        settings.mock_aad.front_args = front_args(upstream);
+        let plan = KindPlan::render(&settings)?;
+        // Creation already happened; run the rest in order.
+        for command in plan.commands()?.into_iter().skip(1) {
+            tracing::info!(%command, "kind backend");
+            command.run()?;
+        }
+        guard.0 = None;
+        Ok(Self {
+            plan,
+            postgres,
+            keep_cluster: std::env::var("KEDA_HARNESS_KEEP_CLUSTER").is_ok_and(|v| v == "1"),
+        })
+    }
+
+    /// The kubeconfig context of the cluster (`kind-<name>`).
+    pub fn kube_context(&self) -> String {
+        self.plan.cluster.kube_context()
+    }
+}
+
+impl Drop for KindEnvironment {
+    fn drop(&mut self) {
+        if self.keep_cluster {
+            eprintln!(
+                "keeping kind cluster {} (KEDA_HARNESS_KEEP_CLUSTER=1); delete it with `{}`",
+                self.plan.cluster.name(),
+                self.plan.teardown_command()
+            );
+            return;
+        }
+        if let Err(e) = self.plan.cluster.delete() {
+            tracing::warn!("deleting kind cluster {}: {e}", self.plan.cluster.name());
+        }
+    }
+}
+
+/// Deletes the cluster unless disarmed (a failed `up`).
+struct ClusterGuard(Option<super::KindCluster>);
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.0.take() {
+            if let Err(e) = cluster.delete() {
+                tracing::warn!(
+                    "deleting kind cluster {} after a failed start: {e}",
+                    cluster.name()
+                );
+            }
+        }
+    }
+}
