@@ -238,67 +238,74 @@ async fn go_clients_cannot_leave_for_another_azure_host() {
 }
 
 /// The proxy-free path: a private /etc/hosts maps login.microsoftonline.com to a loopback address where the mock
-/// listens on :443 (root only), so KEDA's Go client dials the mock directly. Proves `PrivateHosts` with Go.
+/// listens on :443 (root only), so KEDA's Go clients dial the mock directly. Proves `PrivateHosts` with Go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn go_client_reaches_the_mock_through_a_private_etc_hosts() {
+async fn go_clients_reach_the_mock_through_a_private_etc_hosts() {
     if !go_available() {
         return;
     }
-    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 44));
-    let ca = TestCa::generate("entra conformance CA").expect("CA");
-    let cert = ca
-        .issue_server(&["login.microsoftonline.com", "127.0.0.44"])
-        .expect("server cert");
-    let mock = match EntraMock::builder(example_config())
-        .with_listen(SocketAddr::new(ip, 443))
-        .with_tls(cert)
-        .start()
-        .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            // Port 443 needs root (or CAP_NET_BIND_SERVICE); the proxy path above covers everyone else.
-            eprintln!("SKIPPED private-hosts path: cannot listen on {ip}:443: {e}");
-            return;
-        }
-    };
-    let egress = EgressPlan::builder()
-        .private_host("login.microsoftonline.com", ip)
-        .trust_ca_file(mock.ca_file())
-        .start()
-        .await
-        .expect("egress plan with private hosts (unshare --mount)");
-    let dir = tempfile::tempdir().unwrap();
-    let assertion = dir.path().join("operator.jwt");
-    std::fs::write(
-        &assertion,
-        mock_aad::TestIssuer::builtin()
-            .mint(&mock_aad::AssertionSpec::new(
-                mock_aad::assertion::EXAMPLE_SUBJECT,
-            ))
-            .unwrap(),
-    )
-    .unwrap();
-    let mut cmd = Command::new(GoClient::Azidentity1_13_1.binary());
-    cmd.env("AZURE_CLIENT_ID", EXAMPLE_CLIENT_ID)
-        .env("AZURE_TENANT_ID", EXAMPLE_TENANT_ID)
-        .env("AZURE_FEDERATED_TOKEN_FILE", &assertion)
-        .env_remove("AZURE_AUTHORITY_HOST");
-    let result = run_client(egress.command(cmd)).await;
-    let token = result.token().to_string();
-    let rules = mock.access_token_rules(EXAMPLE_TENANT_ID).unwrap();
-    let claims = rules
-        .validate(&token)
-        .expect("token valid against the mock's JWKS");
-    assert_eq!(claims["appid"], EXAMPLE_CLIENT_ID);
-    // Nothing went through the proxy: login.microsoftonline.com is on NO_PROXY and resolved to the mock.
-    assert!(
-        egress.journal().records().is_empty(),
-        "{:?}",
-        egress.journal().records()
-    );
-    assert!(mock
-        .token_requests()
-        .iter()
-        .all(|e| e.host.as_deref() == Some("login.microsoftonline.com")));
+    // One loopback address per client version, so the two mocks never compete for the same :443.
+    for (client, last_octet) in [
+        (GoClient::Azidentity1_7_0, 44),
+        (GoClient::Azidentity1_13_1, 45),
+    ] {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last_octet));
+        let ca = TestCa::generate("entra conformance CA").expect("CA");
+        let cert = ca
+            .issue_server(&["login.microsoftonline.com", &ip.to_string()])
+            .expect("server cert");
+        let mock = match EntraMock::builder(example_config())
+            .with_listen(SocketAddr::new(ip, 443))
+            .with_tls(cert)
+            .start()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                // Port 443 needs root (or CAP_NET_BIND_SERVICE); the proxy path above covers everyone else.
+                eprintln!("SKIPPED private-hosts path: cannot listen on {ip}:443: {e}");
+                return;
+            }
+        };
+        let egress = EgressPlan::builder()
+            .private_host("login.microsoftonline.com", ip)
+            .trust_ca_file(mock.ca_file())
+            .start()
+            .await
+            .expect("egress plan with private hosts (unshare --mount)");
+        let dir = tempfile::tempdir().unwrap();
+        let assertion = dir.path().join("operator.jwt");
+        std::fs::write(
+            &assertion,
+            mock_aad::TestIssuer::builtin()
+                .mint(&mock_aad::AssertionSpec::new(
+                    mock_aad::assertion::EXAMPLE_SUBJECT,
+                ))
+                .unwrap(),
+        )
+        .unwrap();
+        let mut cmd = Command::new(client.binary());
+        cmd.env("AZURE_CLIENT_ID", EXAMPLE_CLIENT_ID)
+            .env("AZURE_TENANT_ID", EXAMPLE_TENANT_ID)
+            .env("AZURE_FEDERATED_TOKEN_FILE", &assertion)
+            .env_remove("AZURE_AUTHORITY_HOST");
+        let result = run_client(egress.command(cmd)).await;
+        let token = result.token().to_string();
+        let rules = mock.access_token_rules(EXAMPLE_TENANT_ID).unwrap();
+        let claims = rules
+            .validate(&token)
+            .expect("token valid against the mock's JWKS");
+        assert_eq!(claims["appid"], EXAMPLE_CLIENT_ID, "{}", client.label());
+        // Nothing went through the proxy: login.microsoftonline.com is on NO_PROXY and resolved to the mock.
+        assert!(
+            egress.journal().records().is_empty(),
+            "{}: {:?}",
+            client.label(),
+            egress.journal().records()
+        );
+        assert!(mock
+            .token_requests()
+            .iter()
+            .all(|e| e.host.as_deref() == Some("login.microsoftonline.com")));
+    }
 }
