@@ -217,8 +217,10 @@ async fn go_clients_cannot_leave_for_another_azure_host() {
     for client in BOTH {
         let rig = EntraRig::start().await;
         let assertion = rig.operator_assertion();
-        let mut cmd =
-            rig.client_command(Command::new(client.binary()), EXAMPLE_CLIENT_ID, &assertion);
+        // -no-retry: azcore would retry the refused CONNECT 3 times with backoff (~15 s) before giving up.
+        let mut go = Command::new(client.binary());
+        go.arg("-no-retry");
+        let mut cmd = rig.client_command(go, EXAMPLE_CLIENT_ID, &assertion);
         // A real sovereign cloud authority: on MSAL's trusted list, so the client goes straight to it.
         cmd.env("AZURE_AUTHORITY_HOST", OUTSIDE_AUTHORITY_HOST);
         let result = run_client(cmd).await;

@@ -36,14 +36,19 @@ func main() {
 	tokenFile := flag.String("token-file", "", "file holding the federated assertion; default $AZURE_FEDERATED_TOKEN_FILE")
 	scope := flag.String("scope", "https://ossrdbms-aad.database.windows.net/.default", "scope to request (KEDA's PostgreSQL scope by default)")
 	timeout := flag.Duration("timeout", 60*time.Second, "overall deadline for GetToken")
+	noRetry := flag.Bool("no-retry", false, "one try only (azcore retries failed requests 3 times by default, as in KEDA)")
 	flag.Parse()
 
 	out := json.NewEncoder(os.Stdout)
-	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+	opts := azidentity.WorkloadIdentityCredentialOptions{
 		ClientID:      *clientID,
 		TenantID:      *tenantID,
 		TokenFilePath: *tokenFile,
-	})
+	}
+	if *noRetry {
+		opts.ClientOptions.Retry = policy.RetryOptions{MaxRetries: -1}
+	}
+	cred, err := azidentity.NewWorkloadIdentityCredential(&opts)
 	if err != nil {
 		_ = out.Encode(result{Error: "NewWorkloadIdentityCredential: " + err.Error()})
 		os.Exit(1)
