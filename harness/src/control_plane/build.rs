@@ -104,13 +104,17 @@ pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
         source,
     })?;
     let _span = tracing::info_span!("build_control_plane", version = KUBERNETES_VERSION).entered();
-    eprintln!(
-        "[control-plane] waiting for the build lock {} (another build may be running)",
-        lock_path.display()
-    );
     // SAFETY: flock on an open descriptor; released when `lock` is closed.
-    unsafe {
-        libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
+    let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !free {
+        eprintln!(
+            "[control-plane] another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
+            lock_path.display()
+        );
+        // SAFETY: as above; this one blocks until the other build releases the lock.
+        unsafe {
+            libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
+        }
     }
     if let Some(bins) = cached() {
         return Ok(bins);
@@ -239,6 +243,31 @@ fn go_build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_build_carries_go_s_own_error_and_what_to_do() {
+        if !crate::prereq::require(crate::prereq::Tier::Go, || {
+            crate::prereq::on_path("go", "install Go to build the control plane")
+        }) {
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let err = go_build(
+            "a missing package",
+            "./cmd/no-such-command",
+            &scratch.path().join("out"),
+            "",
+            &go_module_dir(),
+            scratch.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        // Go's own words about the missing directory, the command, and the way forward.
+        assert!(msg.contains("no-such-command"), "{msg}");
+        assert!(msg.contains("Go said:"), "{msg}");
+        assert!(msg.contains("What to do:"), "{msg}");
+        assert!(!scratch.path().join("out").exists());
+    }
 
     #[test]
     fn go_mod_pins_the_kubernetes_version_the_harness_names() {
