@@ -218,3 +218,31 @@ fn catalog_matches_each_tags_go_mod() {
         assert_eq!(in_catalog, from_go_mod, "{v}: replace pins");
     }
 }
+
+/// The catalog names the Kubernetes version the control-plane module really builds.
+#[test]
+fn control_plane_version_matches_the_control_plane_module() {
+    if !require(Tier::Go, || {
+        on_path("go", "install Go >= 1.26 (bash ci/prepare.sh)")
+    }) {
+        return;
+    }
+    let catalog = Catalog::embedded().unwrap();
+    let go_mod = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("go/control-plane/go.mod");
+    let parsed: GoModJson = serde_json::from_slice(&go(
+        &["mod", "edit", "-json", go_mod.to_str().unwrap()],
+        go_mod.parent().unwrap(),
+    ))
+    .unwrap();
+    let kubernetes = parsed
+        .require
+        .iter()
+        .find(|m| m.path == "k8s.io/kubernetes")
+        .unwrap_or_else(|| panic!("{} does not require k8s.io/kubernetes", go_mod.display()));
+    assert_eq!(
+        format!("v{}", catalog.control_plane.kubernetes),
+        kubernetes.version,
+        "control_plane.kubernetes in harness/catalog/keda-versions.yaml vs {}",
+        go_mod.display()
+    );
+}

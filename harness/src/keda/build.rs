@@ -149,7 +149,7 @@ impl KedaRelease {
         progress.say(format!("module source: {}", source.display()));
 
         progress.say(format!(
-            "go build {OPERATOR_PACKAGE} (a cold build takes minutes: it compiles ~2,000 packages)"
+            "go build {OPERATOR_PACKAGE} (cold: 7-20 min and ~2 GB, over a thousand packages; warm: under a minute)"
         ));
         let partial = dir.join(format!("{BINARY_NAME}.partial"));
         let mut cmd = Command::new(&opts.go);
