@@ -914,3 +914,68 @@ fn bad_config_file_names_file_and_field() {
         .to_string();
     assert!(missing.contains("absent.yaml"), "{missing}");
 }
+
+#[tokio::test]
+async fn instance_discovery_edges_and_v1_metadata() {
+    let (mock, client) = start_example().await;
+    let base = entra_base(&mock);
+    // Without authorization_endpoint: the host the client used, tenant `common`.
+    let doc: serde_json::Value = client
+        .get(format!("{base}/common/discovery/instance?api-version=1.1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["tenant_discovery_endpoint"],
+        format!(
+            "https://login.microsoftonline.com:{}/common/v2.0/.well-known/openid-configuration",
+            mock.addr().port()
+        )
+    );
+    assert_eq!(
+        doc["metadata"][0]["preferred_network"],
+        "login.microsoftonline.com"
+    );
+    // A non-https authority is an unknown instance, as Entra says.
+    let resp = client
+        .get(format!("{base}/{TENANT}/discovery/instance"))
+        .query(&[
+            ("api-version", "1.1"),
+            (
+                "authorization_endpoint",
+                "http://evil.example/t/oauth2/v2.0/authorize",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_entra_error(&resp.json().await.unwrap(), 50049);
+    // v1 metadata: sts.windows.net issuer, v1 token endpoint.
+    let v1: serde_json::Value = client
+        .get(format!("{base}/{TENANT}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1["issuer"], format!("https://sts.windows.net/{TENANT}/"));
+    assert_eq!(
+        v1["token_endpoint"],
+        format!("{base}/{TENANT}/oauth2/token")
+    );
+    // Unknown paths are 404 and journaled, so a client on a wrong path shows up in the diagnostics.
+    let resp = client
+        .get(format!("{base}/{TENANT}/oauth2/v2.0/devicecode"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let last = mock.journal().pop().unwrap();
+    assert_eq!(last.outcome, Outcome::NotFound);
+    assert_eq!(last.path, format!("/{TENANT}/oauth2/v2.0/devicecode"));
+}
