@@ -979,3 +979,43 @@ async fn instance_discovery_edges_and_v1_metadata() {
     assert_eq!(last.outcome, Outcome::NotFound);
     assert_eq!(last.path, format!("/{TENANT}/oauth2/v2.0/devicecode"));
 }
+
+/// A `jwks_file` that appears only after the mock started (the harness may start the mock before the apiserver
+/// whose keys it holds) is read when first needed; until then Entra's "External OIDC endpoint failed" answers.
+#[tokio::test]
+async fn jwks_file_written_after_start_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("sa-keys.json");
+    let issuer_url = "https://kubernetes.default.svc.cluster.local";
+    let issuer = TestIssuer::new(issuer_url, RsaSigningKey::entra_test_key());
+    let mut config = example_config();
+    config
+        .trusted_issuers
+        .push(mock_aad::config::TrustedIssuer {
+            issuer: issuer_url.into(),
+            jwks_file: Some(jwks_file.clone()),
+            ..Default::default()
+        });
+    config.tenants[0].apps[0]
+        .federated_identity_credentials
+        .push(mock_aad::config::FederatedIdentityCredential {
+            name: "cluster".into(),
+            issuer: issuer_url.into(),
+            subject: SUBJECT.into(),
+            audiences: vec!["api://AzureADTokenExchange".into()],
+        });
+    let (mock, client) = start(config).await;
+    let form = assertion_form(
+        CLIENT,
+        &issuer.mint(&AssertionSpec::new(SUBJECT)).unwrap(),
+        SCOPE,
+    );
+    let (status, body) = post_token(&client, &mock, TENANT, &form).await;
+    assert_eq!(status, 400, "{body}");
+    let desc = assert_entra_error(&body, 50166);
+    assert!(desc.contains("sa-keys.json"), "{desc}");
+
+    std::fs::write(&jwks_file, issuer.jwks().to_string()).unwrap();
+    let (status, body) = post_token(&client, &mock, TENANT, &form).await;
+    assert_eq!(status, 200, "{body}");
+}
