@@ -38,6 +38,11 @@ pub enum EgressError {
         "egress route `{route}` is not `host:port` (for example `login.microsoftonline.com:443`)"
     )]
     BadRoute { route: String },
+    #[error("CA file {path}: {source} (pass the PEM file the run's CA was written to)")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("private /etc/hosts: `{name}` is not a valid host name")]
     BadHostName { name: String },
     #[error("private /etc/hosts: cannot write {path}: {source}")]

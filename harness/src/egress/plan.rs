@@ -60,11 +60,18 @@ impl EgressPlanBuilder {
         let mut no_proxy: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
         no_proxy.extend(self.private_hosts.iter().map(|(n, _)| n.clone()));
         no_proxy.extend(self.no_proxy);
+        // Go reads the default certificate directories even when SSL_CERT_FILE is set; pointing SSL_CERT_DIR at a
+        // directory holding only the run CA makes that CA the only trust anchor, as for Python and Rust.
+        let ca_dir = match &self.ca_file {
+            Some(ca) => Some(ca_only_dir(ca)?),
+            None => None,
+        };
         Ok(EgressPlan {
             proxy: proxy.start().await?,
             hosts,
             no_proxy,
             ca_file: self.ca_file,
+            ca_dir,
         })
     }
 }
@@ -76,6 +83,21 @@ pub struct EgressPlan {
     hosts: Option<PrivateHosts>,
     no_proxy: Vec<String>,
     ca_file: Option<PathBuf>,
+    ca_dir: Option<tempfile::TempDir>,
+}
+
+fn ca_only_dir(ca_file: &Path) -> Result<tempfile::TempDir, EgressError> {
+    let unreadable = |source| EgressError::CaFile {
+        path: ca_file.to_path_buf(),
+        source,
+    };
+    let pem = std::fs::read(ca_file).map_err(unreadable)?;
+    let dir = tempfile::Builder::new()
+        .prefix("keda-harness-ca-")
+        .tempdir()
+        .map_err(unreadable)?;
+    std::fs::write(dir.path().join("run-ca.pem"), pem).map_err(unreadable)?;
+    Ok(dir)
 }
 
 impl EgressPlan {
@@ -97,7 +119,9 @@ impl EgressPlan {
     }
 
     /// The environment for a process: proxy variables in both spellings (Go reads either, Python prefers lower
-    /// case), `NO_PROXY` for loopback and private names, and the CA variables when a CA file was given.
+    /// case), `NO_PROXY` for loopback and private names, and — when a CA file was given — the variables that make
+    /// it the only trusted CA: `SSL_CERT_FILE` + `SSL_CERT_DIR` (Go, OpenSSL, rustls-native-certs) and
+    /// `REQUESTS_CA_BUNDLE` (Python requests).
     pub fn env(&self) -> Vec<(String, String)> {
         let proxy = self.proxy.url();
         let no_proxy = self.no_proxy.join(",");
@@ -114,6 +138,9 @@ impl EgressPlan {
             env.push(("SSL_CERT_FILE".to_string(), ca.clone()));
             env.push(("REQUESTS_CA_BUNDLE".to_string(), ca));
         }
+        if let Some(dir) = &self.ca_dir {
+            env.push(("SSL_CERT_DIR".to_string(), dir.path().display().to_string()));
+        }
         env
     }
 
@@ -127,5 +154,52 @@ impl EgressPlan {
             Some(h) => h.wrap(&cmd),
             None => cmd,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn env_points_proxies_at_the_proxy_and_trust_at_the_run_ca_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nrun CA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let plan = EgressPlan::builder()
+            .no_proxy("apiserver.local")
+            .trust_ca_file(&ca)
+            .start()
+            .await
+            .unwrap();
+        let env: std::collections::HashMap<_, _> = plan.env().into_iter().collect();
+        assert_eq!(env["HTTPS_PROXY"], plan.proxy().url());
+        assert_eq!(env["https_proxy"], plan.proxy().url());
+        assert_eq!(env["NO_PROXY"], "127.0.0.1,localhost,::1,apiserver.local");
+        assert_eq!(env["SSL_CERT_FILE"], ca.display().to_string());
+        assert_eq!(env["REQUESTS_CA_BUNDLE"], ca.display().to_string());
+        let cert_dir: Vec<_> = std::fs::read_dir(&env["SSL_CERT_DIR"])
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(cert_dir, vec!["run-ca.pem"]);
+        assert_eq!(
+            std::fs::read(Path::new(&env["SSL_CERT_DIR"]).join("run-ca.pem")).unwrap(),
+            std::fs::read(&ca).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_ca_file_is_named_in_the_error() {
+        let err = EgressPlan::builder()
+            .trust_ca_file(Path::new("/nonexistent/run-ca.pem"))
+            .start()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/run-ca.pem"), "{err}");
     }
 }
