@@ -153,30 +153,36 @@ async fn go_clients_surface_entra_errors() {
     }
     for client in BOTH {
         let rig = EntraRig::start().await;
-        let good = rig.operator_assertion();
-        let wrong_client = run_go(&rig, client, UNKNOWN_CLIENT_ID, &good).await;
-        assert!(
-            wrong_client.error().contains("AADSTS700016"),
-            "{}: {}",
-            client.label(),
-            wrong_client.error()
-        );
-        let workload = rig.workload_assertion();
-        let subject_mismatch = run_go(&rig, client, EXAMPLE_CLIENT_ID, &workload).await;
-        assert!(
-            subject_mismatch.error().contains("AADSTS70021"),
-            "{}: {}",
-            client.label(),
-            subject_mismatch.error()
-        );
-        let expired = rig.expired_assertion();
-        let expired = run_go(&rig, client, EXAMPLE_CLIENT_ID, &expired).await;
-        assert!(
-            expired.error().contains("AADSTS700024"),
-            "{}: {}",
-            client.label(),
-            expired.error()
-        );
+        let cases = [
+            (
+                "wrong client id",
+                UNKNOWN_CLIENT_ID,
+                rig.operator_assertion(),
+                "AADSTS700016",
+            ),
+            (
+                "subject mismatch",
+                EXAMPLE_CLIENT_ID,
+                rig.workload_assertion(),
+                "AADSTS70021",
+            ),
+            (
+                "expired assertion",
+                EXAMPLE_CLIENT_ID,
+                rig.expired_assertion(),
+                "AADSTS700024",
+            ),
+        ];
+        for (case, client_id, assertion, code) in cases {
+            let result = run_go(&rig, client, client_id, &assertion).await;
+            let error = result.error();
+            assert!(
+                error.contains(code),
+                "{} / {case}: expected {code} in: {error}",
+                client.label()
+            );
+            eprintln!("{} / {case}: {}", client.label(), error_line(error, code));
+        }
         assert!(rig.egress.journal().refused().is_empty());
     }
 }

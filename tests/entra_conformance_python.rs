@@ -142,6 +142,11 @@ async fn python_clients_surface_entra_errors() {
                 client.arg(),
                 result.error()
             );
+            eprintln!(
+                "{} / {case}: {}",
+                client.arg(),
+                error_line(result.error(), code)
+            );
         }
         assert!(rig.egress.journal().refused().is_empty());
     }

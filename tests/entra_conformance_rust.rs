@@ -153,6 +153,10 @@ async fn rust_client_surfaces_entra_errors() {
             "{case}: expected {code} in: {}",
             result.error()
         );
+        eprintln!(
+            "azure_identity / {case}: {}",
+            error_line(result.error(), code)
+        );
     }
     assert!(rig.egress.journal().refused().is_empty());
 }

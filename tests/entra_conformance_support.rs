@@ -281,3 +281,13 @@ pub fn target_dir() -> PathBuf {
 pub fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
 }
+
+/// The line of a (multi-line) client error that carries `code`, else its first line; at most 300 characters.
+pub fn error_line(error: &str, code: &str) -> String {
+    let line = error
+        .lines()
+        .find(|l| l.contains(code))
+        .or_else(|| error.lines().next())
+        .unwrap_or_default();
+    line.trim().chars().take(300).collect()
+}
