@@ -188,3 +188,27 @@ async fn scram_method_answers_an_empty_password_with_a_failed_authentication() {
         "drop removed {id}"
     );
 }
+
+#[tokio::test]
+async fn a_missing_image_fails_fast_and_names_the_offline_build() {
+    if !require(Tier::Docker, docker_available) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let err = match ContainerPostgres::start(
+        ContainerPostgresConfig::default().with_image("keda-harness/no-such-postgres:0"),
+    )
+    .await
+    {
+        Ok(_) => panic!("an image that exists nowhere cannot start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("keda-harness/no-such-postgres:0"), "{err}");
+    assert!(err.contains("ci/images/postgres.sh"), "{err}");
+    // No registry here: the pull is refused at once (dockerd's proxy is a dead port), not after a timeout.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
