@@ -44,6 +44,12 @@ pub enum BuildError {
     GoFailed { what: String, message: String },
 }
 
+/// Build progress goes straight to the process's stderr: `eprintln!` would be captured by the test harness, and
+/// a silent multi-minute build looks like a hang.
+fn progress(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Where the control-plane Go module lives in this checkout.
 pub fn go_module_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("go/control-plane")
@@ -107,10 +113,10 @@ pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
     // SAFETY: flock on an open descriptor; released when `lock` is closed.
     let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
     if !free {
-        eprintln!(
+        progress(&format!(
             "[control-plane] another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
             lock_path.display()
-        );
+        ));
         // SAFETY: as above; this one blocks until the other build releases the lock.
         unsafe {
             libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
@@ -178,10 +184,10 @@ fn go_build(
         "GOTOOLCHAIN=local go build -v -trimpath -ldflags '{ldflags}' -o {} {package}",
         tmp.display()
     );
-    eprintln!(
+    progress(&format!(
         "[control-plane] building {what} (Kubernetes {KUBERNETES_VERSION}); a cold build takes minutes — log: {}",
         log_path.display()
-    );
+    ));
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| BuildError::Io {
         path: module.to_path_buf(),
@@ -198,10 +204,10 @@ fn go_build(
             if is_package_name {
                 packages += 1;
                 if packages.is_multiple_of(100) {
-                    eprintln!(
+                    progress(&format!(
                         "[control-plane] {what}: {packages} packages compiled ({}s), now {line}",
                         start.elapsed().as_secs()
-                    );
+                    ));
                 }
             } else {
                 diagnostics.push(line);
@@ -216,7 +222,9 @@ fn go_build(
         let _ = std::fs::remove_file(&tmp);
         let keep = diagnostics.len().saturating_sub(60);
         let go_error = diagnostics[keep..].join("\n");
-        eprintln!("[control-plane] building {what} failed:\n{go_error}");
+        progress(&format!(
+            "[control-plane] building {what} failed:\n{go_error}"
+        ));
         return Err(BuildError::GoFailed {
             what: what.to_string(),
             message: format!(
@@ -232,11 +240,11 @@ fn go_build(
         path: out.to_path_buf(),
         source,
     })?;
-    eprintln!(
+    progress(&format!(
         "[control-plane] built {what} in {}s: {}",
         start.elapsed().as_secs(),
         out.display()
-    );
+    ));
     Ok(())
 }
 
@@ -265,6 +273,10 @@ mod tests {
         // Go's own words about the missing directory, the command, and the way forward.
         assert!(msg.contains("no-such-command"), "{msg}");
         assert!(msg.contains("Go said:"), "{msg}");
+        assert!(
+            msg.contains("directory not found"),
+            "Go's own diagnostic is missing: {msg}"
+        );
         assert!(msg.contains("What to do:"), "{msg}");
         assert!(!scratch.path().join("out").exists());
     }
