@@ -174,14 +174,24 @@ fn go_build(
     let mut cmd = Command::new("go");
     cmd.current_dir(module)
         .env("GOTOOLCHAIN", "local")
-        .args(["build", "-v", "-trimpath", "-ldflags", ldflags, "-o"])
+        // -buildvcs=false: the module sits inside this repository's git checkout, whose state is no input to the
+        // binaries (and stamping fails where git distrusts the checkout's owner).
+        .args([
+            "build",
+            "-v",
+            "-trimpath",
+            "-buildvcs=false",
+            "-ldflags",
+            ldflags,
+            "-o",
+        ])
         .arg(&tmp)
         .arg(package)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let command = format!(
-        "GOTOOLCHAIN=local go build -v -trimpath -ldflags '{ldflags}' -o {} {package}",
+        "GOTOOLCHAIN=local go build -v -trimpath -buildvcs=false -ldflags '{ldflags}' -o {} {package}",
         tmp.display()
     );
     progress(&format!(
