@@ -6,11 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::info_span;
-use tracing::Instrument;
-
 use crate::catalog::PgxErrorStyle;
 use crate::observe::{ObservedEvent, ScaledJobObserver};
+use crate::process::{wait_until, Poll};
 use crate::report::Check;
 use crate::scenario::{Expectation, Outcome, Scenario};
 
@@ -102,7 +100,8 @@ fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
     s
 }
 
-/// Poll `f` every `every` until it returns `Some`, or `timeout`; on timeout return the last observation.
+/// Poll `f` every `every` until it returns `Some`, or `timeout` ([`crate::process::wait_until`] remembers the
+/// last observation and says it on timeout).
 async fn poll<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -113,26 +112,18 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, String>>,
 {
-    let start = Instant::now();
-    let mut last = String::from("nothing observed yet");
-    async {
-        loop {
-            match f().await {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => last = e,
+    wait_until(what, timeout, every, || {
+        let fut = f();
+        async move {
+            match fut.await {
+                Ok(Some(v)) => Poll::Ready(v),
+                Ok(None) => Poll::NotYet("nothing observed yet".into()),
+                Err(e) => Poll::NotYet(e),
             }
-            if start.elapsed() >= timeout {
-                return Err(format!(
-                    "timed out after {:.0} s waiting for {what}; last: {last}",
-                    timeout.as_secs_f64()
-                ));
-            }
-            tokio::time::sleep(every).await;
         }
-    }
-    .instrument(info_span!("wait", what))
+    })
     .await
+    .map_err(|e| e.to_string())
 }
 
 fn scaler_failures(events: &[ObservedEvent]) -> Vec<&ObservedEvent> {
