@@ -12,6 +12,7 @@ pub mod backend;
 pub mod catalog;
 pub mod control_plane;
 pub mod egress;
+pub mod env_up;
 pub mod keda;
 pub mod matrix;
 pub mod observe;

@@ -36,6 +36,11 @@ enum Cli {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Stand up the Azure side (Entra mock, PostgreSQL behind the Entra front) with a scenario's data.
+    Env {
+        #[command(subcommand)]
+        command: keda_harness::env_up::EnvCommand,
+    },
     /// Print the KEDA version catalog.
     Catalog {
         /// Print JSON instead of a table.
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             sequential,
             out,
         } => run_matrix("local", keda, scenario, !sequential, out),
+        Cli::Env { command } => keda_harness::env_up::run(command),
         Cli::Catalog { json, catalog } => print_catalog(json, catalog.as_deref()),
     }
 }

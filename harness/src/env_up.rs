@@ -1,0 +1,271 @@
+//! `keda-harness env up`: the Azure side of a scenario, standing, for people to poke at.
+//!
+//! Starts the Entra mock (HTTPS, the run's CA), a local PostgreSQL (pg_hba `password` on TCP), and the Entra
+//! front before it; seeds the scenario's data (default: the seed scenario's `movies` table and role `movies-mi`,
+//! bound to the scenario's identity); writes a federated assertion the configured app accepts; prints one JSON
+//! document and stays up until Ctrl-C (or SIGTERM), then stops everything and deletes its files.
+//!
+//! ```text
+//! keda-harness env up --json > env.json   # then read the fields with jq
+//! ```
+//! The README shows the psql session.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use mock_aad::assertion::{AssertionSpec, TestIssuer};
+use mock_aad::ca::TestCa;
+use mock_aad::config::{AppConfig, FederatedIdentityCredential, TenantConfig};
+use mock_aad::pg_front::{EntraPrincipal, FrontConfig, PgEntraFront, TokenRules, Upstream};
+use mock_aad::{example_config, EntraMock};
+use serde::Serialize;
+
+use crate::postgres::seed::create_login_role;
+use crate::postgres::{LocalPostgres, LocalPostgresConfig, MoviesTable, PostgresServer};
+use crate::scenario::Scenario;
+
+/// `keda-harness env ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum EnvCommand {
+    /// Start the Entra mock, PostgreSQL and the Entra front with a scenario's data; print where they are.
+    Up(EnvUpArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EnvUpArgs {
+    /// Print the JSON document only (no human-readable lines on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Scenario whose identity and data to use (a folder under scenarios/ or a path).
+    #[arg(long, default_value = "seed")]
+    pub scenario: String,
+    /// Loopback IP for the front and the mock (e.g. 127.0.0.23 to run beside another environment).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// Port of the Entra front (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Lifetime of the federated assertion written to `entra.assertion_file`, seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub assertion_lifetime_secs: u64,
+}
+
+/// The document `env up` prints.
+#[derive(Debug, Serialize)]
+pub struct EnvDocument {
+    pub entra: EntraSection,
+    pub postgres: PostgresSection,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntraSection {
+    /// Base URL of the mock (`https://IP:PORT`); authority host for Azure clients.
+    pub url: String,
+    /// The token endpoint of the tenant.
+    pub token_url: String,
+    /// CA that signed the mock's and the front's certificates.
+    pub ca_file: PathBuf,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub object_id: String,
+    /// A federated service-account-style token the app's federated credential accepts (client_assertion).
+    pub assertion_file: PathBuf,
+    /// The scope that yields a token for the database.
+    pub scope: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PostgresSection {
+    /// Where the Entra front listens (TLS required; password = access token).
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub sslmode: String,
+    /// The name the front's certificate also carries (the scenario's Azure host name).
+    pub tls_server_name: String,
+    /// The real PostgreSQL behind the front (pg_hba `password` on TCP; a unix socket with `trust`).
+    pub server: String,
+    pub server_log: PathBuf,
+    pub rows: u64,
+}
+
+/// Everything `env up` runs; dropping it stops everything.
+pub struct Environment {
+    pub document: EnvDocument,
+    pub front: PgEntraFront,
+    pub entra: EntraMock,
+    pub movies: MoviesTable,
+    pub postgres: LocalPostgres,
+    pub dir: tempfile::TempDir,
+}
+
+/// Start the environment for `args` (what `env up` does before waiting).
+pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
+    let scenario = Scenario::load(&args.scenario)
+        .with_context(|| format!("loading scenario `{}`", args.scenario))?;
+    let trig = &scenario.trigger;
+    let ident = &scenario.file.identity;
+    let client_id = trig.identity_id.clone().ok_or_else(|| {
+        anyhow!(
+            "{}: the TriggerAuthentication has no podIdentity.identityId; env up needs the app's client id",
+            scenario.dir.display()
+        )
+    })?;
+    let dir = tempfile::Builder::new()
+        .prefix("keda-harness-env-")
+        .tempdir()
+        .context("creating the environment's temp dir")?;
+
+    let postgres = LocalPostgres::start(LocalPostgresConfig::default())
+        .await
+        .context("starting PostgreSQL")?;
+    create_login_role(&postgres, &trig.postgres.user, None).await?;
+    let movies =
+        MoviesTable::create(&postgres, &trig.postgres.database, &trig.postgres.user).await?;
+    movies.set_rows(scenario.file.data.rows).await?;
+
+    let ca = TestCa::generate("keda-harness env up")?;
+    let ca_file = dir.path().join("ca.pem");
+    ca.write_ca_file(&ca_file)?;
+
+    // The example configuration's trusted test issuer signs the assertion; the tenant and app are the scenario's.
+    let issuer = TestIssuer::builtin();
+    let mut config = example_config();
+    config.tenants = vec![TenantConfig {
+        tenant_id: ident.tenant_id.clone(),
+        apps: vec![AppConfig {
+            client_id: client_id.clone(),
+            object_id: ident.object_id.clone(),
+            display_name: Some(format!("{} managed identity", scenario.name)),
+            client_secrets: Vec::new(),
+            federated_identity_credentials: vec![FederatedIdentityCredential {
+                name: "env-up".into(),
+                issuer: issuer.issuer.clone(),
+                subject: ident.federated_subject.clone(),
+                audiences: vec![ident.federated_audience.clone()],
+            }],
+        }],
+    }];
+    let ip_name = args.ip.to_string();
+    let entra = EntraMock::builder(config)
+        .with_listen(SocketAddr::new(args.ip, 0))
+        .with_tls(ca.issue_server(&["login.microsoftonline.com", "localhost", &ip_name])?)
+        .start()
+        .await
+        .context("starting the Entra mock")?;
+    let assertion = issuer.mint(
+        &AssertionSpec::new(&ident.federated_subject)
+            .audience(&ident.federated_audience)
+            .lifetime(Duration::from_secs(args.assertion_lifetime_secs)),
+    )?;
+    let assertion_file = dir.path().join("azure-identity-token");
+    std::fs::write(&assertion_file, &assertion)
+        .with_context(|| format!("writing {}", assertion_file.display()))?;
+
+    let rules = entra
+        .access_token_rules(&ident.tenant_id)
+        .ok_or_else(|| anyhow!("the Entra mock has no tenant {}", ident.tenant_id))?;
+    let front = PgEntraFront::start(
+        FrontConfig::new(
+            Upstream::Unix {
+                dir: postgres
+                    .socket_dir()
+                    .context("the local PostgreSQL has no unix socket")?,
+                port: postgres.addr().port(),
+            },
+            TokenRules::from_entra(&rules),
+        )
+        .with_listen(SocketAddr::new(args.ip, args.port))
+        .with_tls(
+            ca.issue_server(&[&trig.postgres.host, "localhost", &ip_name])?
+                .rustls_server_config()?,
+        )
+        .with_principal(EntraPrincipal::service_principal(
+            &trig.postgres.user,
+            &ident.object_id,
+            &client_id,
+        ))
+        .with_passthrough_non_entra(Upstream::Tcp(postgres.addr())),
+    )
+    .await
+    .context("starting the Entra front")?;
+
+    let document = EnvDocument {
+        entra: EntraSection {
+            url: entra.url().to_string(),
+            token_url: entra.token_url(&ident.tenant_id),
+            ca_file,
+            tenant_id: ident.tenant_id.clone(),
+            client_id,
+            object_id: ident.object_id.clone(),
+            assertion_file,
+            scope: "https://ossrdbms-aad.database.windows.net/.default".into(),
+        },
+        postgres: PostgresSection {
+            host: front.addr().ip().to_string(),
+            port: front.addr().port(),
+            user: trig.postgres.user.clone(),
+            database: trig.postgres.database.clone(),
+            sslmode: "require".into(),
+            tls_server_name: trig.postgres.host.clone(),
+            server: postgres.addr().to_string(),
+            server_log: postgres.log_path().to_path_buf(),
+            rows: scenario.file.data.rows,
+        },
+    };
+    Ok(Environment {
+        document,
+        front,
+        entra,
+        movies,
+        postgres,
+        dir,
+    })
+}
+
+/// `keda-harness env ...` from the CLI.
+pub fn run(command: EnvCommand) -> anyhow::Result<()> {
+    match command {
+        EnvCommand::Up(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(up(args))
+        }
+    }
+}
+
+async fn up(args: EnvUpArgs) -> anyhow::Result<()> {
+    // Signals are handled here rather than by process::install_cleanup_handlers: a graceful stop runs every
+    // drop (PostgreSQL's fast shutdown, temp dirs deleted) instead of exiting from the signal handler.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let env = tokio::select! {
+        env = start(&args) => env?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = sigterm.recv() => return Ok(()),
+    };
+    println!("{}", serde_json::to_string_pretty(&env.document)?);
+    if !args.json {
+        let d = &env.document;
+        eprintln!(
+            "\nEntra mock: {}   PostgreSQL (Entra front, TLS required): {}:{}   {} rows in {}.movies",
+            d.entra.url, d.postgres.host, d.postgres.port, d.postgres.rows, d.postgres.database
+        );
+        eprintln!("Get a token with the assertion, then: PGPASSWORD=$TOKEN psql \"host={} port={} user={} dbname={} sslmode=require\"",
+            d.postgres.host, d.postgres.port, d.postgres.user, d.postgres.database);
+        eprintln!("Ctrl-C stops everything.");
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+    }
+    if !args.json {
+        eprintln!(
+            "stopping; front journal:\n{}",
+            env.front.journal().to_json_lines()
+        );
+    }
+    drop(env);
+    Ok(())
+}
