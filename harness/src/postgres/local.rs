@@ -105,8 +105,11 @@ pub fn find_server_binaries() -> Result<PathBuf, PostgresError> {
             Err(PostgresError::BinariesMissing)
         };
     }
-    if let Some(dir) =
-        crate::prereq::which("initdb").and_then(|p| p.parent().map(Path::to_path_buf))
+    // Resolve symlinks (/usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb): the real directory also
+    // holds the matching psql and pgbench.
+    if let Some(dir) = crate::prereq::which("initdb")
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
     {
         if has_both(&dir) {
             return Ok(dir);
