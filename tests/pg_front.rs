@@ -32,10 +32,9 @@ type Fields = (
 );
 
 async fn connect_error(options: PgConnectOptions) -> Fields {
-    let err = PgConnection::connect_with(&options)
-        .await
-        .err()
-        .expect("connection must fail");
+    let Err(err) = PgConnection::connect_with(&options).await else {
+        panic!("the connection must fail");
+    };
     let db = err
         .as_database_error()
         .unwrap_or_else(|| panic!("expected a server error, got {err}"))
