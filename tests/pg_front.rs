@@ -340,3 +340,32 @@ async fn local_provider_listens_where_asked_and_cleans_up_on_drop() {
         "PostgreSQL still listens on {addr} after drop"
     );
 }
+
+#[test]
+fn local_provider_is_stopped_and_deleted_when_a_test_panics() {
+    if !postgres_available() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let panicking = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pg = LocalPostgres::start(LocalPostgresConfig::default())
+                .await
+                .unwrap();
+            tx.send((pg.addr(), pg.log_path().parent().unwrap().to_path_buf()))
+                .unwrap();
+            panic!("a test failing while PostgreSQL runs");
+        })
+    });
+    assert!(panicking.join().is_err(), "the thread should have panicked");
+    let (addr, dir) = rx.recv().unwrap();
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "PostgreSQL still listens on {addr} after the panic"
+    );
+}

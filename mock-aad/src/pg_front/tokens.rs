@@ -283,3 +283,46 @@ impl TokenValidator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(oid: Option<&str>, appid: Option<&str>) -> TokenIdentity {
+        TokenIdentity {
+            tenant_id: "t".into(),
+            object_id: oid.map(str::to_string),
+            app_id: appid.map(str::to_string),
+            subject: None,
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_principal_matches_only_when_every_id_it_names_matches() {
+        let p = EntraPrincipal::service_principal("movies-mi", "oid-1", "app-1");
+        assert!(p.matches(&identity(Some("oid-1"), Some("app-1"))));
+        assert!(!p.matches(&identity(Some("oid-1"), Some("app-2"))));
+        assert!(!p.matches(&identity(Some("oid-2"), Some("app-1"))));
+        assert!(!p.matches(&identity(None, Some("app-1"))));
+        let by_app = EntraPrincipal::by_app_id("movies-mi", "app-1");
+        assert!(by_app.matches(&identity(Some("anything"), Some("app-1"))));
+        let nothing = EntraPrincipal {
+            role: "r".into(),
+            object_id: None,
+            app_id: None,
+        };
+        assert!(!nothing.matches(&identity(Some("oid-1"), Some("app-1"))));
+    }
+
+    #[test]
+    fn a_jwks_without_kid_is_refused_with_the_fix() {
+        let err = TokenValidator::new(TokenRules::new(
+            serde_json::json!({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}),
+            "t",
+        ))
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("kid"), "{err}");
+    }
+}
