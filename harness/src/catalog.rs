@@ -212,6 +212,10 @@ pub struct BuildNeeds {
     /// Extra `-ldflags` words (e.g. `-checklinkname=0`), only when a build needs them.
     #[serde(default)]
     pub ldflags: Vec<String>,
+    /// Why this tag does not build where the harness was last checked, when it does not (e.g. the module proxy
+    /// refuses a dependency's zip). Builds still run — another network may serve it — and a failure quotes this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_blocker: Option<String>,
 }
 
 /// `replace PATH => WITH VERSION` from a go.mod.
@@ -382,6 +386,9 @@ impl Catalog {
                 .collect();
             if !e.build.ldflags.is_empty() {
                 needs.push(format!("-ldflags={}", e.build.ldflags.join(" ")));
+            }
+            if e.build.known_blocker.is_some() {
+                needs.push("BLOCKED (see known_blocker in the catalog)".into());
             }
             rows.push([
                 e.version.to_string(),

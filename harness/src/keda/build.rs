@@ -481,6 +481,14 @@ fn is_package_line(line: &str) -> bool {
 
 /// What to do about a failed go command, from the text of its error.
 pub(crate) fn hint_for(output: &str, entry: &CatalogEntry) -> String {
+    let hint = hint_from_output(output, entry);
+    match &entry.build.known_blocker {
+        Some(blocker) => format!("{hint}\nKnown for KEDA {}: {blocker}", entry.version),
+        None => hint,
+    }
+}
+
+fn hint_from_output(output: &str, entry: &CatalogEntry) -> String {
     let file = crate::catalog::CATALOG_REPO_PATH;
     let v = &entry.version;
     if output.contains("linkname") || output.contains("invalid reference to") {
@@ -561,6 +569,23 @@ mod tests {
             error_message("/m/b.go:7:14: k8s.io/api@v0.28.999: 403 Forbidden")
         );
         assert_eq!(error_message("plain line"), "plain line");
+    }
+
+    #[test]
+    fn a_failure_of_a_version_with_a_known_blocker_quotes_it() {
+        let catalog = crate::catalog::Catalog::embedded().unwrap();
+        let blocked = catalog.get("2.18.3").unwrap();
+        let hint = hint_for(
+            "reading https://proxy.golang.org/x.zip: 403 Forbidden",
+            blocked,
+        );
+        assert!(hint.starts_with("a module could not be fetched"), "{hint}");
+        assert!(
+            hint.contains("Known for KEDA 2.18.3: not buildable through"),
+            "{hint}"
+        );
+        let fine = catalog.get("2.20.2").unwrap();
+        assert!(!hint_for("403 Forbidden", fine).contains("Known for"));
     }
 
     #[test]
