@@ -92,11 +92,17 @@ async fn keda_comes_up_on_kind_with_workload_identity_wired() {
             PG_HOST,
             // Replaced by the container's kind-network address once it runs.
             SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 5432),
-        ),
+        )
+        .with_principal("movies-mi", CLIENT_ID),
     };
-    let env = KindEnvironment::up(settings, ContainerPostgresConfig::default())
-        .await
-        .unwrap_or_else(|e| panic!("kind environment for chart {chart}: {e}"));
+    let env = KindEnvironment::up(
+        settings,
+        // The front enforces the Entra login and then logs in as the role: the server trusts it, as the local
+        // backend's unix socket does.
+        ContainerPostgresConfig::default().with_host_auth(keda_harness::postgres::HostAuth::Trust),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("kind environment for chart {chart}: {e}"));
     let context = env.kube_context();
 
     let deployment = kubectl_json(

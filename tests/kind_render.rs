@@ -71,7 +71,8 @@ fn settings(chart: &str) -> KindSettings {
             },
             PG_HOST,
             SocketAddr::new(Ipv4Addr::new(172, 18, 0, 3).into(), 5432),
-        ),
+        )
+        .with_principal("movies-mi", CLIENT_ID),
     }
 }
 

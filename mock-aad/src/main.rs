@@ -51,6 +51,31 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Serve the PostgreSQL Entra-auth front (Azure Database for PostgreSQL's token login) in front of a real
+    /// server, checking tokens against the signing key of an Entra config — the kind backend's `pg-front`
+    /// container. Prints one JSON line when ready; stops on Ctrl-C / SIGTERM.
+    PgFront {
+        /// The Entra config whose tokens are accepted (its signing key and tenants).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:5432")]
+        listen: SocketAddr,
+        /// The real PostgreSQL (host:port); the front logs in there as the role, so it must trust the front
+        /// or take --upstream-password.
+        #[arg(long)]
+        upstream: String,
+        /// Password for the upstream login, from this environment variable.
+        #[arg(long)]
+        upstream_password_env: Option<String>,
+        /// TLS certificate and key (PEM) the front presents.
+        #[arg(long)]
+        tls_cert: PathBuf,
+        #[arg(long)]
+        tls_key: PathBuf,
+        /// A role bound to an identity of the config: ROLE=CLIENT_ID (repeatable; like pgaadauth_create_principal).
+        #[arg(long = "principal", required = true)]
+        principals: Vec<String>,
+    },
     /// Print a working config: one tenant, one identity with a federated credential for
     /// system:serviceaccount:keda:keda-operator issued by the built-in test issuer, and a client secret.
     ExampleConfig {
@@ -117,6 +142,22 @@ fn main() -> Result<()> {
             extra_names,
             state_dir,
         )),
+        Command::PgFront {
+            config,
+            listen,
+            upstream,
+            upstream_password_env,
+            tls_cert,
+            tls_key,
+            principals,
+        } => rt.block_on(pg_front(PgFrontArgs {
+            config,
+            listen,
+            upstream,
+            upstream_password_env,
+            tls: (tls_cert, tls_key),
+            principals,
+        })),
         Command::ExampleConfig { json } => {
             let c = example_config();
             if json {
@@ -198,6 +239,100 @@ async fn serve(
     wait_for_stop_signal().await?;
     eprintln!("mock-aad: stopping");
     mock.shutdown().await;
+    Ok(())
+}
+
+struct PgFrontArgs {
+    config: PathBuf,
+    listen: SocketAddr,
+    upstream: String,
+    upstream_password_env: Option<String>,
+    tls: (PathBuf, PathBuf),
+    principals: Vec<String>,
+}
+
+async fn pg_front(args: PgFrontArgs) -> Result<()> {
+    use mock_aad::keys::RsaSigningKey;
+    use mock_aad::pg_front::{EntraPrincipal, FrontConfig, PgEntraFront, TokenRules, Upstream};
+    let config = EntraConfig::from_file(&args.config)?;
+    let key = match &config.signing_key_file {
+        Some(p) => {
+            let pem =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            std::sync::Arc::new(RsaSigningKey::from_pkcs8_pem(
+                &pem,
+                &p.display().to_string(),
+            )?)
+        }
+        None => RsaSigningKey::entra_test_key(),
+    };
+    let mut tenant = None;
+    let mut bound = Vec::new();
+    for p in &args.principals {
+        let Some((role, client_id)) = p.split_once('=') else {
+            bail!("--principal `{p}`: write ROLE=CLIENT_ID, e.g. --principal movies-mi=<the identity's client id>");
+        };
+        let (t, app) = config
+            .tenants
+            .iter()
+            .find_map(|t| {
+                t.apps
+                    .iter()
+                    .find(|a| a.client_id == client_id)
+                    .map(|a| (t, a))
+            })
+            .with_context(|| {
+                format!(
+                    "--principal {p}: no app with client id {client_id} in {}",
+                    args.config.display()
+                )
+            })?;
+        if tenant.is_some_and(|x: &str| x != t.tenant_id) {
+            bail!("--principal: every principal must belong to one tenant (the server's)");
+        }
+        tenant = Some(t.tenant_id.as_str());
+        bound.push(EntraPrincipal::service_principal(
+            role,
+            &app.object_id,
+            client_id,
+        ));
+    }
+    let tenant = tenant.context("at least one --principal is needed")?;
+    let upstream_addr = tokio::net::lookup_host(&args.upstream)
+        .await
+        .with_context(|| format!("resolving --upstream {}", args.upstream))?
+        .next()
+        .with_context(|| format!("--upstream {} resolves to no address", args.upstream))?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let tls = IssuedCert {
+        cert_pem: read(&args.tls.0)?,
+        key_pem: read(&args.tls.1)?,
+        ca_pem: String::new(),
+    }
+    .rustls_server_config()?;
+    let mut front = FrontConfig::new(
+        Upstream::Tcp(upstream_addr),
+        TokenRules::new(key.jwks(), tenant),
+    )
+    .with_listen(args.listen)
+    .with_tls(tls);
+    for p in bound {
+        front = front.with_principal(p);
+    }
+    if let Some(var) = &args.upstream_password_env {
+        let pw = std::env::var(var)
+            .with_context(|| format!("--upstream-password-env {var}: the variable is not set"))?;
+        front = front.with_upstream_password(pw);
+    }
+    let front = PgEntraFront::start(front).await?;
+    println!(
+        "{}",
+        serde_json::json!({"event": "ready", "addr": front.addr().to_string(), "upstream": upstream_addr.to_string(), "tenant": tenant})
+    );
+    wait_for_stop_signal().await?;
+    eprintln!("mock-aad pg-front: stopping");
     Ok(())
 }
 

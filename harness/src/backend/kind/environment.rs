@@ -56,7 +56,7 @@ impl KindEnvironment {
             .network_addr()
             .expect("a container started with a network has an address on it");
         settings.mock_aad.postgres_upstream = upstream;
-        settings.mock_aad.front_args = front_args(upstream);
+        settings.mock_aad.front_args = front_args(upstream, &settings.mock_aad.principals);
         let plan = KindPlan::render(&settings)?;
         // Creation already happened; run the rest in order.
         for command in plan.commands()?.into_iter().skip(1) {

@@ -49,6 +49,8 @@ pub struct MockAadInCluster {
     pub entra_args: Vec<String>,
     /// Arguments of the `pg-front` container.
     pub front_args: Vec<String>,
+    /// PostgreSQL roles bound to Entra identities: (role, client id), like `pgaadauth_create_principal`.
+    pub principals: Vec<(String, String)>,
 }
 
 /// `mock-aad serve` in the cluster: the mounted config and TLS material, listening on all addresses.
@@ -73,8 +75,8 @@ pub fn entra_args() -> Vec<String> {
 
 /// The Entra-auth front in the cluster: TLS with the same certificate, tokens checked against the Entra
 /// config's tenants, sessions relayed to `postgres_upstream`.
-pub fn front_args(postgres_upstream: SocketAddr) -> Vec<String> {
-    [
+pub fn front_args(postgres_upstream: SocketAddr, principals: &[(String, String)]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "pg-front".to_string(),
         "--config".to_string(),
         format!("{CONFIG_DIR}/entra.yaml"),
@@ -87,7 +89,12 @@ pub fn front_args(postgres_upstream: SocketAddr) -> Vec<String> {
         "--tls-key".to_string(),
         format!("{TLS_DIR}/tls.key"),
     ]
-    .to_vec()
+    .to_vec();
+    for (role, client_id) in principals {
+        args.push("--principal".to_string());
+        args.push(format!("{role}={client_id}"));
+    }
+    args
 }
 
 /// How mock-aad in the cluster verifies the KEDA operator's assertions: kind's service-account issuer,
@@ -128,8 +135,16 @@ impl MockAadInCluster {
             postgres_host: postgres_host.into(),
             postgres_upstream,
             entra_args: entra_args(),
-            front_args: front_args(postgres_upstream),
+            front_args: front_args(postgres_upstream, &[]),
+            principals: Vec::new(),
         }
+    }
+
+    /// Bind a PostgreSQL role to the identity with this client id in the front (`--principal`).
+    pub fn with_principal(mut self, role: impl Into<String>, client_id: impl Into<String>) -> Self {
+        self.principals.push((role.into(), client_id.into()));
+        self.front_args = front_args(self.postgres_upstream, &self.principals);
+        self
     }
 
     fn container(&self, name: &str, args: &[String], port_name: &str, port: u16) -> Value {
