@@ -499,7 +499,7 @@ fn hint_from_output(output: &str, entry: &CatalogEntry) -> String {
     } else if output.contains("SECURITY ERROR")
         || output.contains("verifying module")
         || output.contains("verifying go.mod")
-        || output.contains("sum.golang.org")
+        || output.contains("/sumdb/")
     {
         format!(
             "the checksum database does not vouch for a module of this tag: add `GONOSUMDB: github.com/kedacore/keda` \
@@ -576,7 +576,7 @@ mod tests {
         let catalog = crate::catalog::Catalog::embedded().unwrap();
         let blocked = catalog.get("2.18.3").unwrap();
         let hint = hint_for(
-            "reading https://proxy.golang.org/x.zip: 403 Forbidden",
+            "reading https://module-proxy.invalid/x.zip: 403 Forbidden",
             blocked,
         );
         assert!(hint.starts_with("a module could not be fetched"), "{hint}");
