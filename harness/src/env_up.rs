@@ -17,13 +17,12 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use mock_aad::assertion::{AssertionSpec, TestIssuer};
 use mock_aad::ca::TestCa;
-use mock_aad::config::{AppConfig, FederatedIdentityCredential, TenantConfig};
-use mock_aad::pg_front::{EntraPrincipal, FrontConfig, PgEntraFront, TokenRules, Upstream};
+use mock_aad::pg_front::{PgEntraFront, Upstream};
 use mock_aad::{example_config, EntraMock};
 use serde::Serialize;
 
-use crate::postgres::seed::create_login_role;
-use crate::postgres::{LocalPostgres, LocalPostgresConfig, MoviesTable, PostgresServer};
+use crate::azure_postgres;
+use crate::postgres::{LocalPostgres, MoviesTable, PostgresServer};
 use crate::scenario::Scenario;
 
 /// `keda-harness env ...`
@@ -108,24 +107,13 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
         .with_context(|| format!("loading scenario `{}`", args.scenario))?;
     let trig = &scenario.trigger;
     let ident = &scenario.file.identity;
-    let client_id = trig.identity_id.clone().ok_or_else(|| {
-        anyhow!(
-            "{}: the TriggerAuthentication has no podIdentity.identityId; env up needs the app's client id",
-            scenario.dir.display()
-        )
-    })?;
+    let client_id = azure_postgres::client_id(&scenario)?;
     let dir = tempfile::Builder::new()
         .prefix("keda-harness-env-")
         .tempdir()
         .context("creating the environment's temp dir")?;
 
-    let postgres = LocalPostgres::start(LocalPostgresConfig::default())
-        .await
-        .context("starting PostgreSQL")?;
-    create_login_role(&postgres, &trig.postgres.user, None).await?;
-    let movies =
-        MoviesTable::create(&postgres, &trig.postgres.database, &trig.postgres.user).await?;
-    movies.set_rows(scenario.file.data.rows).await?;
+    let (postgres, movies) = azure_postgres::start_seeded_postgres(&scenario).await?;
 
     let ca = TestCa::generate("keda-harness env up")?;
     let ca_file = dir.path().join("ca.pem");
@@ -134,21 +122,12 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
     // The example configuration's trusted test issuer signs the assertion; the tenant and app are the scenario's.
     let issuer = TestIssuer::builtin();
     let mut config = example_config();
-    config.tenants = vec![TenantConfig {
-        tenant_id: ident.tenant_id.clone(),
-        apps: vec![AppConfig {
-            client_id: client_id.clone(),
-            object_id: ident.object_id.clone(),
-            display_name: Some(format!("{} managed identity", scenario.name)),
-            client_secrets: Vec::new(),
-            federated_identity_credentials: vec![FederatedIdentityCredential {
-                name: "env-up".into(),
-                issuer: issuer.issuer.clone(),
-                subject: ident.federated_subject.clone(),
-                audiences: vec![ident.federated_audience.clone()],
-            }],
-        }],
-    }];
+    config.tenants = vec![azure_postgres::scenario_tenant(
+        &scenario,
+        &client_id,
+        "env-up",
+        &issuer.issuer,
+    )];
     let ip_name = args.ip.to_string();
     let entra = EntraMock::builder(config)
         .with_listen(SocketAddr::new(args.ip, 0))
@@ -169,25 +148,15 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
         .access_token_rules(&ident.tenant_id)
         .ok_or_else(|| anyhow!("the Entra mock has no tenant {}", ident.tenant_id))?;
     let front = PgEntraFront::start(
-        FrontConfig::new(
-            Upstream::Unix {
-                dir: postgres
-                    .socket_dir()
-                    .context("the local PostgreSQL has no unix socket")?,
-                port: postgres.addr().port(),
-            },
-            TokenRules::from_entra(&rules),
-        )
-        .with_listen(SocketAddr::new(args.ip, args.port))
-        .with_tls(
-            ca.issue_server(&[&trig.postgres.host, "localhost", &ip_name])?
-                .rustls_server_config()?,
-        )
-        .with_principal(EntraPrincipal::service_principal(
-            &trig.postgres.user,
-            &ident.object_id,
+        azure_postgres::front_config(
+            &scenario,
             &client_id,
-        ))
+            &rules,
+            &postgres,
+            &ca,
+            SocketAddr::new(args.ip, args.port),
+            &["localhost", &ip_name],
+        )?
         .with_passthrough_non_entra(Upstream::Tcp(postgres.addr())),
     )
     .await

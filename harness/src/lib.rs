@@ -8,6 +8,7 @@
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
 pub mod assertions;
+pub mod azure_postgres;
 pub mod backend;
 pub mod catalog;
 pub mod control_plane;

@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use mock_aad::ca::TestCa;
-use mock_aad::pg_front::{EntraPrincipal, FrontConfig, PgEntraFront, TokenRules, Upstream};
+use mock_aad::pg_front::PgEntraFront;
 use mock_aad::{EntraConfig, EntraMock};
 use rand::Rng;
 
 use super::install::{apply, install_crds, keda_namespace_objects};
 use crate::assertions::ScenarioWorld;
+use crate::azure_postgres;
 use crate::control_plane::LocalControlPlane;
 use crate::egress::EgressPlan;
 use crate::keda::{KedaRelease, OperatorLaunch};
 use crate::observe::ScaledJobObserver;
-use crate::postgres::seed::create_login_role;
-use crate::postgres::{LocalPostgres, LocalPostgresConfig, MoviesTable, PostgresServer};
+use crate::postgres::{LocalPostgres, MoviesTable, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
 use crate::scenario::{redact, ManifestChange, Scenario};
 
@@ -95,13 +95,7 @@ impl LocalWorld {
         let t0 = Instant::now();
         let trig = &scenario.trigger;
         let ident = &scenario.file.identity;
-        let client_id = trig.identity_id.clone().ok_or_else(|| {
-            anyhow!(
-                "{}: the TriggerAuthentication of ScaledJob {} has no podIdentity.identityId; the harness needs the client id KEDA will send",
-                scenario.dir.display(),
-                trig.scaled_job
-            )
-        })?;
+        let client_id = azure_postgres::client_id(scenario)?;
         let work_dir = tempfile::Builder::new()
             .prefix("keda-harness-run-")
             .tempdir()
@@ -125,13 +119,7 @@ impl LocalWorld {
 
         let ip = run_ip(&[443, trig.postgres.port])?;
         say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
-        let postgres = LocalPostgres::start(LocalPostgresConfig::default())
-            .await
-            .context("starting PostgreSQL")?;
-        create_login_role(&postgres, &trig.postgres.user, None).await?;
-        let movies =
-            MoviesTable::create(&postgres, &trig.postgres.database, &trig.postgres.user).await?;
-        movies.set_rows(scenario.file.data.rows).await?;
+        let (postgres, movies) = azure_postgres::start_seeded_postgres(scenario).await?;
 
         let entra_config =
             entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
@@ -145,27 +133,15 @@ impl LocalWorld {
         let rules = entra
             .access_token_rules(&ident.tenant_id)
             .ok_or_else(|| anyhow!("the Entra mock has no tenant {}", ident.tenant_id))?;
-        let front = PgEntraFront::start(
-            FrontConfig::new(
-                Upstream::Unix {
-                    dir: postgres
-                        .socket_dir()
-                        .context("the local PostgreSQL has no unix socket")?,
-                    port: postgres.addr().port(),
-                },
-                TokenRules::from_entra(&rules),
-            )
-            .with_listen(SocketAddr::new(ip, trig.postgres.port))
-            .with_tls(
-                ca.issue_server(&[&trig.postgres.host, &ip.to_string()])?
-                    .rustls_server_config()?,
-            )
-            .with_principal(EntraPrincipal::service_principal(
-                &trig.postgres.user,
-                &ident.object_id,
-                &client_id,
-            )),
-        )
+        let front = PgEntraFront::start(azure_postgres::front_config(
+            scenario,
+            &client_id,
+            &rules,
+            &postgres,
+            &ca,
+            SocketAddr::new(ip, trig.postgres.port),
+            &[&ip.to_string()],
+        )?)
         .await
         .context("starting the Entra front")?;
 
@@ -440,30 +416,16 @@ fn spawn_token_refresher(
     })
 }
 
-/// The tenant as the scenario describes it: one managed identity (client id from the TriggerAuthentication)
-/// with a federated credential for the operator's service account on this run's apiserver issuer.
+/// The tenant as the scenario describes it, its federated credential for the operator's service account on this
+/// run's apiserver issuer (checked against the issuer's discovery document and JWKS).
 fn entra_config(
     scenario: &Scenario,
     client_id: &str,
     issuer: &str,
     ca_file: &Path,
 ) -> anyhow::Result<EntraConfig> {
-    let ident = &scenario.file.identity;
     let doc = serde_json::json!({
-        "tenants": [{
-            "tenant_id": ident.tenant_id,
-            "apps": [{
-                "client_id": client_id,
-                "object_id": ident.object_id,
-                "display_name": format!("{} managed identity", scenario.name),
-                "federated_identity_credentials": [{
-                    "name": "keda-operator",
-                    "issuer": issuer,
-                    "subject": ident.federated_subject,
-                    "audiences": [ident.federated_audience],
-                }],
-            }],
-        }],
+        "tenants": [azure_postgres::scenario_tenant(scenario, client_id, "keda-operator", issuer)],
         "trusted_issuers": [{ "issuer": issuer, "discovery": true, "ca_file": ca_file }],
     });
     let text = serde_json::to_string(&doc)?;
