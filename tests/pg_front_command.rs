@@ -105,10 +105,9 @@ async fn the_pg_front_command_admits_a_token_and_refuses_garbage() {
         .get(0);
     assert_eq!(count, SEED_ROWS as i64);
 
-    let err = PgConnection::connect_with(&options("not-a-token"))
-        .await
-        .err()
-        .expect("garbage must be refused");
+    let Err(err) = PgConnection::connect_with(&options("not-a-token")).await else {
+        panic!("garbage must be refused");
+    };
     let db = err
         .as_database_error()
         .unwrap_or_else(|| panic!("expected a server error, got {err}"));
