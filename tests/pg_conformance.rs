@@ -273,7 +273,7 @@ async fn pgx_cancel_is_forwarded_to_the_server() {
     let stack = start_stack(HostAuth::Password).await;
     let token = stack.entra_token().await;
     let port = stack.front_addr().port();
-    // The query's context ends while it runs; pgx then sends a CancelRequest with the session's backend key.
+    // While the query runs, pgx sends a CancelRequest with the session's backend key (PgConn::CancelRequest).
     let out = pgx_with_args(
         Pgx::V5_9_2,
         &keda_conn("127.0.0.1", port, &token, "require"),

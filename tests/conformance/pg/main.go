@@ -48,7 +48,7 @@ func main() {
 	conn := flag.String("conn", "", "keyword/value connection string, as KEDA builds it")
 	query := flag.String("query", "SELECT COUNT(*) FROM movies", "query whose first column is printed")
 	timeout := flag.Duration("timeout", 20*time.Second, "overall timeout")
-	queryTimeout := flag.Duration("query-timeout", 0, "if set, the query alone gets this long; when it ends pgx cancels the query (CancelRequest)")
+	queryTimeout := flag.Duration("query-timeout", 0, "if set, after this long pgx sends a CancelRequest for the running query")
 	flag.Parse()
 	if *conn == "" {
 		fmt.Fprintln(os.Stderr, "pgconform: -conn is required")
@@ -61,13 +61,13 @@ func main() {
 	c, err := pgx.Connect(ctx, *conn)
 	if err == nil {
 		var v any
-		qctx := ctx
 		if *queryTimeout > 0 {
-			var qcancel context.CancelFunc
-			qctx, qcancel = context.WithTimeout(ctx, *queryTimeout)
-			defer qcancel()
+			// pgx's default context handler (both pinned versions) only sets a deadline on the socket and never
+			// sends a CancelRequest; ask pgx for one explicitly, as its CancelRequestContextWatcherHandler would.
+			t := time.AfterFunc(*queryTimeout, func() { _ = c.PgConn().CancelRequest(context.Background()) })
+			defer t.Stop()
 		}
-		err = c.QueryRow(qctx, *query).Scan(&v)
+		err = c.QueryRow(ctx, *query).Scan(&v)
 		if err == nil {
 			out.OK = true
 			out.Value = fmt.Sprint(v)
