@@ -155,27 +155,8 @@ async fn go_clients_surface_entra_errors() {
     }
     for client in BOTH {
         let rig = EntraRig::start().await;
-        let cases = [
-            (
-                "wrong client id",
-                UNKNOWN_CLIENT_ID,
-                rig.operator_assertion(),
-                "AADSTS700016",
-            ),
-            (
-                "subject mismatch",
-                EXAMPLE_CLIENT_ID,
-                rig.workload_assertion(),
-                "AADSTS70021",
-            ),
-            (
-                "expired assertion",
-                EXAMPLE_CLIENT_ID,
-                rig.expired_assertion(),
-                "AADSTS700024",
-            ),
-        ];
-        for (case, client_id, assertion, code) in cases {
+
+        for (case, client_id, assertion, code) in rig.error_cases() {
             let result = run_go(&rig, client, client_id, &assertion).await;
             let error = result.error();
             assert!(

@@ -130,23 +130,8 @@ async fn rust_client_gets_a_valid_token_through_login_microsoftonline_com() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_client_surfaces_entra_errors() {
     let rig = EntraRig::start().await;
-    let good = rig.operator_assertion();
-    let cases = [
-        ("wrong client id", UNKNOWN_CLIENT_ID, good, "AADSTS700016"),
-        (
-            "subject mismatch",
-            EXAMPLE_CLIENT_ID,
-            rig.workload_assertion(),
-            "AADSTS70021",
-        ),
-        (
-            "expired assertion",
-            EXAMPLE_CLIENT_ID,
-            rig.expired_assertion(),
-            "AADSTS700024",
-        ),
-    ];
-    for (case, client_id, assertion, code) in cases {
+
+    for (case, client_id, assertion, code) in rig.error_cases() {
         let result = get_token(&rig, CloudConfiguration::AzurePublic, client_id, &assertion).await;
         assert!(
             result.error().contains(code),

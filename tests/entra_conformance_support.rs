@@ -102,6 +102,31 @@ impl EntraRig {
         self.assertion_file("workload.jwt", &AssertionSpec::new(WORKLOAD_SUBJECT))
     }
 
+    /// The three failures every client must surface, as (case, client id, assertion file, AADSTS code):
+    /// a client id the tenant does not know, an assertion for another subject, an expired assertion.
+    pub fn error_cases(&self) -> [(&'static str, &'static str, PathBuf, &'static str); 3] {
+        [
+            (
+                "wrong client id",
+                UNKNOWN_CLIENT_ID,
+                self.operator_assertion(),
+                "AADSTS700016",
+            ),
+            (
+                "subject mismatch",
+                EXAMPLE_CLIENT_ID,
+                self.workload_assertion(),
+                "AADSTS70021",
+            ),
+            (
+                "expired assertion",
+                EXAMPLE_CLIENT_ID,
+                self.expired_assertion(),
+                "AADSTS700024",
+            ),
+        ]
+    }
+
     /// An assertion whose 10-minute validity ended 10 minutes ago (past the mock's clock skew).
     pub fn expired_assertion(&self) -> PathBuf {
         self.assertion_file(
