@@ -6,8 +6,9 @@
 //! - `panic-in-test-thread`: panics on a non-main thread, as a failing `#[tokio::test]` does (unwinding drops
 //!   the control plane);
 //! - `panic-on-main-after-leak`: leaks the control plane (`mem::forget`, so no drop runs) and panics on the main
-//!   thread: only the panic hook of `install_cleanup_handlers` can stop the processes;
-//! - `wait-for-signal`: waits until killed; the SIGTERM/Ctrl-C handler must stop the processes.
+//!   thread: only `lifecycle::SweepOnDrop` in `main` (as in the CLI) can stop the processes and remove the dir;
+//! - `wait-for-signal`: waits until killed; the default SIGTERM/Ctrl-C handler must sweep everything;
+//! - `reap`: starts nothing, reaps what dead runs recorded in `KEDA_HARNESS_STATE_DIR` and prints each line.
 
 use std::path::PathBuf;
 
@@ -33,12 +34,17 @@ fn main() {
     let (mode, pid_file) = match args.as_slice() {
         [_, mode, pid_file] => (mode.clone(), PathBuf::from(pid_file)),
         _ => {
-            eprintln!("usage: control-plane-child panic-in-test-thread|panic-on-main-after-leak|wait-for-signal PIDFILE");
+            eprintln!("usage: control-plane-child panic-in-test-thread|panic-on-main-after-leak|wait-for-signal|reap PIDFILE");
             std::process::exit(2);
         }
     };
-    keda_harness::process::install_cleanup_handlers();
+    let _sweep = keda_harness::lifecycle::SweepOnDrop;
     match mode.as_str() {
+        "reap" => {
+            for r in keda_harness::lifecycle::reap_orphans().reaped {
+                println!("{r}");
+            }
+        }
         "panic-in-test-thread" => {
             let outcome = std::thread::Builder::new()
                 .name("control_plane::a_failing_test".into())

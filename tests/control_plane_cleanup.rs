@@ -1,10 +1,12 @@
-//! No etcd or kube-apiserver outlives its owner: not after a drop, not after a panic in a test, not after a
-//! panic on the main thread with the control plane leaked, not after SIGTERM.
+//! No etcd or kube-apiserver, and no temp dir, outlives its owner: not after a drop, not after a panic in a
+//! test, not after a panic on the main thread with the control plane leaked, not after SIGTERM, and not after
+//! SIGKILL (the children die with the owner; the next start reaps the directory).
 //!
 //! The panic and signal cases run `control-plane-child` (tests/control_plane_child.rs) as a separate process,
 //! then look at /proc from outside: by pid, and by process group (each child leads its own group, so any
 //! process left in it — a fork of etcd or the apiserver — counts too).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,14 +92,16 @@ struct ChildRun {
     output: String,
 }
 
-/// Run control-plane-child in `mode`; `after_ready` may act on it (send a signal) once it wrote its pids.
-fn run_child(mode: &str, after_ready: impl FnOnce(u32)) -> ChildRun {
+/// Run control-plane-child in `mode` with its own run-state dir; `after_ready` may act on it (send a signal)
+/// once it wrote its pids.
+fn run_child(mode: &str, state_dir: &Path, after_ready: impl FnOnce(u32)) -> ChildRun {
     let scratch = tempfile::tempdir().unwrap();
     let pid_file = scratch.path().join("pids");
     let log = scratch.path().join("child.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane-child"))
         .arg(mode)
         .arg(&pid_file)
+        .env(keda_harness::lifecycle::STATE_DIR_ENV, state_dir)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -151,11 +155,11 @@ fn wait_with_timeout(
     }
 }
 
-fn remove_leaked_dir(dir: &Path) {
-    // Only the leak case leaves its temporary directory (no destructor ran); do not litter /tmp.
-    if dir.starts_with(std::env::temp_dir()) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+fn assert_state_dir_empty(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run-state files left behind: {left:?}");
 }
 
 #[test]
@@ -163,7 +167,8 @@ fn a_panicking_test_leaves_no_control_plane_process() {
     if !control_plane_available() {
         return;
     }
-    let run = run_child("panic-in-test-thread", |_| {});
+    let state = tempfile::tempdir().unwrap();
+    let run = run_child("panic-in-test-thread", state.path(), |_| {});
     assert_eq!(run.status.code(), Some(101), "{}", run.output);
     assert!(
         run.output.contains("a test assertion failed"),
@@ -176,6 +181,7 @@ fn a_panicking_test_leaves_no_control_plane_process() {
         "unwinding should have removed {}",
         run.work_dir.display()
     );
+    assert_state_dir_empty(state.path());
 }
 
 #[test]
@@ -183,15 +189,16 @@ fn a_main_thread_panic_with_the_control_plane_leaked_still_stops_it() {
     if !control_plane_available() {
         return;
     }
-    let run = run_child("panic-on-main-after-leak", |_| {});
-    remove_leaked_dir(&run.work_dir);
+    let state = tempfile::tempdir().unwrap();
+    let run = run_child("panic-on-main-after-leak", state.path(), |_| {});
     assert_eq!(run.status.code(), Some(101), "{}", run.output);
-    assert!(
-        run.output.contains("stopped kube-apiserver"),
-        "{}",
-        run.output
-    );
     assert_gone(&run.pids, Duration::from_secs(5));
+    assert!(
+        !run.work_dir.exists(),
+        "the sweep should have removed the leaked {}",
+        run.work_dir.display()
+    );
+    assert_state_dir_empty(state.path());
 }
 
 #[test]
@@ -199,10 +206,56 @@ fn sigterm_stops_the_control_plane_before_the_process_exits() {
     if !control_plane_available() {
         return;
     }
-    let run = run_child("wait-for-signal", |pid| unsafe {
+    let state = tempfile::tempdir().unwrap();
+    let run = run_child("wait-for-signal", state.path(), |pid| unsafe {
         libc::kill(pid as i32, libc::SIGTERM);
     });
-    remove_leaked_dir(&run.work_dir);
     assert_eq!(run.status.code(), Some(130), "{}", run.output);
     assert_gone(&run.pids, Duration::from_secs(5));
+    assert!(
+        !run.work_dir.exists(),
+        "the signal's sweep should have removed {}",
+        run.work_dir.display()
+    );
+    assert!(
+        run.output.contains("(kube-apiserver)"),
+        "the sweep says what it removed:\n{}",
+        run.output
+    );
+    assert_state_dir_empty(state.path());
+}
+
+#[test]
+fn after_sigkill_the_children_die_with_the_owner_and_the_next_start_reaps_the_dir() {
+    if !control_plane_available() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let run = run_child("wait-for-signal", state.path(), |pid| unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    });
+    assert_eq!(run.status.signal(), Some(libc::SIGKILL), "{}", run.output);
+    // PR_SET_PDEATHSIG: etcd and the apiserver get SIGKILL when their owner dies, without anyone's help.
+    assert_gone(&run.pids, Duration::from_secs(5));
+    assert!(
+        run.work_dir.exists(),
+        "nothing can remove a directory on SIGKILL; the test would prove nothing"
+    );
+    let reap = Command::new(env!("CARGO_BIN_EXE_control-plane-child"))
+        .args(["reap", "unused"])
+        .env(keda_harness::lifecycle::STATE_DIR_ENV, state.path())
+        .output()
+        .expect("run control-plane-child reap");
+    let said = String::from_utf8_lossy(&reap.stdout);
+    assert!(reap.status.success(), "{said}");
+    assert!(
+        !run.work_dir.exists(),
+        "the next start did not reap {}; it said:\n{said}",
+        run.work_dir.display()
+    );
+    assert!(
+        said.contains(&format!("removed directory {}", run.work_dir.display())),
+        "the reaper says what it removed:\n{said}"
+    );
+    assert_state_dir_empty(state.path());
 }

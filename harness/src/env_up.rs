@@ -98,7 +98,7 @@ pub struct Environment {
     pub entra: EntraMock,
     pub movies: MoviesTable,
     pub postgres: LocalPostgres,
-    pub dir: tempfile::TempDir,
+    pub dir: crate::lifecycle::TrackedDir,
 }
 
 /// Start the environment for `args` (what `env up` does before waiting).
@@ -108,9 +108,7 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
     let trig = &scenario.trigger;
     let ident = &scenario.file.identity;
     let client_id = azure_postgres::client_id(&scenario)?;
-    let dir = tempfile::Builder::new()
-        .prefix("keda-harness-env-")
-        .tempdir()
+    let dir = crate::lifecycle::TrackedDir::new("keda-harness-env-")
         .context("creating the environment's temp dir")?;
 
     let (postgres, movies) = azure_postgres::start_seeded_postgres(&scenario).await?;
@@ -130,6 +128,7 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
     )];
     let ip_name = args.ip.to_string();
     let entra = EntraMock::builder(config)
+        .with_state_dir(dir.path().join("entra"))
         .with_listen(SocketAddr::new(args.ip, 0))
         .with_tls(ca.issue_server(&["login.microsoftonline.com", "localhost", &ip_name])?)
         .start()
@@ -206,13 +205,11 @@ pub fn run(command: EnvCommand) -> anyhow::Result<()> {
 }
 
 async fn up(args: EnvUpArgs) -> anyhow::Result<()> {
-    // Signals are handled here rather than by process::install_cleanup_handlers: a graceful stop runs every
-    // drop (PostgreSQL's fast shutdown, temp dirs deleted) instead of exiting from the signal handler.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // The CLI installed the graceful handlers: the first Ctrl-C / SIGTERM / SIGHUP resolves
+    // `shutdown_requested`, and returning drops everything (PostgreSQL's fast shutdown, temp dirs deleted).
     let env = tokio::select! {
         env = start(&args) => env?,
-        _ = tokio::signal::ctrl_c() => return Ok(()),
-        _ = sigterm.recv() => return Ok(()),
+        _ = crate::lifecycle::shutdown_requested() => return Ok(()),
     };
     println!("{}", serde_json::to_string_pretty(&env.document)?);
     if !args.json {
@@ -225,10 +222,7 @@ async fn up(args: EnvUpArgs) -> anyhow::Result<()> {
             d.postgres.host, d.postgres.port, d.postgres.user, d.postgres.database);
         eprintln!("Ctrl-C stops everything.");
     }
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = sigterm.recv() => {}
-    }
+    crate::lifecycle::shutdown_requested().await;
     if !args.json {
         eprintln!(
             "stopping; front journal:\n{}",

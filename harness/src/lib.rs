@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod egress;
 pub mod env_up;
 pub mod keda;
+pub mod lifecycle;
 pub mod matrix;
 pub mod observe;
 pub mod postgres;

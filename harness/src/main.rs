@@ -41,6 +41,8 @@ enum Cli {
         #[command(subcommand)]
         command: keda_harness::env_up::EnvCommand,
     },
+    /// Remove what earlier runs that are gone left behind (processes, temp dirs, containers), and say what.
+    Clean,
     /// Print the KEDA version catalog.
     Catalog {
         /// Print JSON instead of a table.
@@ -70,7 +72,14 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse() {
+    let cli = Cli::parse();
+    // The first Ctrl-C / SIGTERM / SIGHUP asks the run to stop, so that every drop runs; this guard sweeps
+    // whatever is still recorded when main returns or unwinds from a panic.
+    keda_harness::lifecycle::install_graceful_handlers();
+    let _sweep = keda_harness::lifecycle::SweepOnDrop;
+    report_reaped(&keda_harness::lifecycle::reap_orphans());
+    match cli {
+        Cli::Clean => Ok(()),
         Cli::Run {
             backend,
             keda,
@@ -85,6 +94,19 @@ fn main() -> anyhow::Result<()> {
         } => run_matrix("local", keda, scenario, !sequential, out),
         Cli::Env { command } => keda_harness::env_up::run(command),
         Cli::Catalog { json, catalog } => print_catalog(json, catalog.as_deref()),
+    }
+}
+
+/// Say what the reaper removed (at every start, and as all that `clean` does).
+fn report_reaped(report: &keda_harness::lifecycle::ReapReport) {
+    for r in &report.reaped {
+        eprintln!("keda-harness: {r}");
+    }
+    for (path, why) in &report.unreadable {
+        eprintln!(
+            "keda-harness: run-state file {} is unreadable ({why}); what it names was not reaped, look at it and delete it",
+            path.display()
+        );
     }
 }
 
@@ -119,7 +141,6 @@ fn run_matrix(
         ),
         other => anyhow::bail!("unknown --backend `{other}`: use `local` or `kind`"),
     }
-    keda_harness::process::install_cleanup_handlers();
     let plan = MatrixPlan {
         scenarios,
         versions,
@@ -128,7 +149,23 @@ fn run_matrix(
         always_diagnose: out.always_diagnose,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let outcome = runtime.block_on(run_local(&plan))?;
+    // On a signal the run's future is dropped here, which drops every world it stood up (processes stopped,
+    // directories removed); the sweep then removes what drops could not reach (a Go build still running).
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run_local(&plan) => Some(outcome),
+            _ = keda_harness::lifecycle::shutdown_requested() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        for r in keda_harness::lifecycle::sweep() {
+            eprintln!("keda-harness: interrupted; removed {r}");
+        }
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        eprintln!("keda-harness: interrupted; everything it started is stopped and removed");
+        std::process::exit(130);
+    };
+    let outcome = outcome?;
     println!();
     print!("{}", keda_harness::report::table(&outcome.verdicts));
     println!("wall clock: {:.1} s", outcome.wall_seconds);

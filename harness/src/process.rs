@@ -1,30 +1,34 @@
-//! Child processes the harness starts (etcd, kube-apiserver, PostgreSQL, the KEDA operator) and how they are
-//! stopped.
+//! Child processes the harness starts (etcd, kube-apiserver, PostgreSQL, the KEDA operator, Go builds) and how
+//! they are stopped.
 //!
 //! Every [`ManagedChild`] runs in its own process group, so stopping it also stops whatever it forked. It is
 //! stopped (SIGTERM to the group, SIGKILL after a grace period) when dropped — including while a panicking
-//! test unwinds — and it sits in a process-wide registry so that [`install_cleanup_handlers`] can stop every
-//! live child on Ctrl-C / SIGTERM / SIGHUP, or when the main thread panics, before the process exits.
+//! test unwinds — and it is recorded in the run's state ([`crate::lifecycle`]), so a signal sweeps it and the
+//! next start reaps it if the harness was killed.
 //!
-//! Why not `PR_SET_PDEATHSIG`: Linux sends it when the *thread* that spawned the child exits, and tokio's
-//! blocking pool and the test harness end threads long before the child should die.
+//! Children are forked by one spawner thread that lives as long as the process, with `PR_SET_PDEATHSIG`: Linux
+//! sends that signal when the *thread* that forked the child ends, so forking from tokio's blocking pool or a
+//! test thread would kill children long before the harness ends; from the spawner thread it means "the harness
+//! died" (also by SIGKILL). The child also checks that its parent is still the harness after setting it (the
+//! harness may have died between fork and prctl).
 //!
 //! [`wait_until`] is the one way the harness waits for something to become true: it remembers the last error
-//! and prints it on timeout, inside a `tracing` span named after what it waits for.
+//! and returns it on timeout, inside a `tracing` span named after what it waits for.
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Once, OnceLock};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
+
+use crate::lifecycle::{self, LifecycleError, Resource};
 
 /// How long a child gets between SIGTERM and SIGKILL unless [`ManagedChild::with_grace`] says otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -44,48 +48,98 @@ pub enum ProcessError {
         program: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
 }
 
-/// A registered child: enough to stop its process group from a signal handler or panic hook.
-#[derive(Debug, Clone)]
-struct RegisteredChild {
-    name: String,
-    pid: i32,
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// The thread every child is forked from (see the module docs for why one thread).
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("keda-harness-spawner".into())
+            .spawn(move || {
+                // Lives until the process ends: the channel's sender is in a static and never dropped.
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("starting the spawner thread");
+        Mutex::new(tx)
+    })
 }
 
-fn registry() -> &'static Mutex<HashMap<u64, RegisteredChild>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<u64, RegisteredChild>>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<u64, RegisteredChild>> {
-    // A panic while holding the lock must not stop cleanup later: the map stays consistent.
-    registry()
+/// Fork `command` on the spawner thread, with `death_signal` as its parent-death signal.
+fn spawn_on_spawner(mut command: Command, death_signal: i32) -> std::io::Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions (prctl,
+    // getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                death_signal as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The harness died between fork and prctl: nothing will ever stop us.
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner()
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|p| p.into_inner())
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread did not answer"))?
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A child process in its own process group, with stdout and stderr appended to a log file, stopped on drop.
+/// A child process in its own process group, with stdout and stderr appended to a log file (or piped, for
+/// [`ManagedChild::spawn_piped`]), stopped on drop.
 #[derive(Debug)]
 pub struct ManagedChild {
-    id: u64,
+    record: u64,
     name: String,
     child: Child,
     log_path: PathBuf,
     grace: Duration,
+    stop_signal: i32,
     stopped: bool,
 }
 
 impl ManagedChild {
     /// Start `command` as a new process group leader, its stdout and stderr appended to `log_path`.
     ///
-    /// `name` is how messages and the registry call it ("etcd", "kube-apiserver"). Stdin is closed.
+    /// `name` is how messages and the run state call it ("etcd", "kube-apiserver"). Stdin is closed. The child
+    /// gets SIGKILL if the harness dies.
     pub fn spawn(
+        name: impl Into<String>,
+        command: Command,
+        log_path: impl Into<PathBuf>,
+    ) -> Result<ManagedChild, ProcessError> {
+        Self::spawn_with_signals(name, command, log_path, libc::SIGTERM, libc::SIGKILL)
+    }
+
+    /// [`spawn`](Self::spawn) with the signal that starts a stop (`stop_signal`, e.g. SIGINT for PostgreSQL's
+    /// fast shutdown) and the one the child gets when the harness dies (`death_signal`).
+    pub fn spawn_with_signals(
         name: impl Into<String>,
         mut command: Command,
         log_path: impl Into<PathBuf>,
+        stop_signal: i32,
+        death_signal: i32,
     ) -> Result<ManagedChild, ProcessError> {
         let name = name.into();
         let log_path = log_path.into();
@@ -106,37 +160,112 @@ impl ManagedChild {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .process_group(0);
-        let program = command.get_program().to_string_lossy().into_owned();
-        // Hold the registry lock across spawn so a signal arriving right after the fork still finds the child.
-        let mut reg = lock_registry();
-        let child = command.spawn().map_err(|source| ProcessError::Spawn {
+            .stderr(Stdio::from(log_err));
+        let mut child = Self::start(name, command, death_signal, log_path)?;
+        child.stop_signal = stop_signal;
+        Ok(child)
+    }
+
+    /// Start `command` with stdin closed and stdout/stderr as `command` sets them (pipe them and take them with
+    /// [`take_stdout`](Self::take_stdout) / [`take_stderr`](Self::take_stderr)) — for tools whose output the
+    /// caller reads, such as `go build`.
+    pub fn spawn_piped(
+        name: impl Into<String>,
+        mut command: Command,
+    ) -> Result<ManagedChild, ProcessError> {
+        command.stdin(Stdio::null());
+        Self::start(name.into(), command, libc::SIGKILL, PathBuf::new())
+    }
+
+    /// Run `command` to completion as a recorded child (stdout and stderr captured), like
+    /// [`Command::output`].
+    pub fn output(
+        name: impl Into<String>,
+        mut command: Command,
+    ) -> Result<std::process::Output, ProcessError> {
+        let name = name.into();
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = Self::spawn_piped(name.clone(), command)?;
+        let io_err = |source| ProcessError::Spawn {
             name: name.clone(),
-            program: program.clone(),
+            program: name.clone(),
             source,
-        })?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        reg.insert(
-            id,
-            RegisteredChild {
+        };
+        let stderr = child.take_stderr();
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut e) = stderr {
+                let _ = e.read_to_end(&mut buf);
+            }
+            buf
+        });
+        let mut stdout = Vec::new();
+        if let Some(mut o) = child.child.stdout.take() {
+            o.read_to_end(&mut stdout).map_err(io_err)?;
+        }
+        let stderr = err_reader.join().unwrap_or_default();
+        let status = child.wait().map_err(io_err)?;
+        Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn start(
+        name: String,
+        mut command: Command,
+        death_signal: i32,
+        log_path: PathBuf,
+    ) -> Result<ManagedChild, ProcessError> {
+        command.process_group(0);
+        let program = command.get_program().to_string_lossy().into_owned();
+        // Hold the state lock across the fork: a signal's sweep either runs before (and we refuse to start) or
+        // after (and finds the child recorded).
+        let mut guard = lifecycle::state::lock();
+        lifecycle::state::check_not_shutting_down(&format!("`{name}`"))?;
+        let child =
+            spawn_on_spawner(command, death_signal).map_err(|source| ProcessError::Spawn {
                 name: name.clone(),
-                pid: child.id() as i32,
+                program: program.clone(),
+                source,
+            })?;
+        let pid = child.id() as i32;
+        let start_ticks = lifecycle::process_start_ticks(pid).unwrap_or(0);
+        let record = match lifecycle::state::record_locked(
+            &mut guard,
+            Resource::ProcessGroup {
+                name: name.clone(),
+                pgid: pid,
+                start_ticks,
             },
-        );
-        drop(reg);
-        tracing::debug!(%name, pid = child.id(), log = %log_path.display(), "started child process");
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                drop(guard);
+                let mut child = child;
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        };
+        drop(guard);
+        tracing::debug!(%name, pid, log = %log_path.display(), "started child process");
         Ok(ManagedChild {
-            id,
+            record,
             name,
             child,
             log_path,
             grace: DEFAULT_GRACE,
+            stop_signal: libc::SIGTERM,
             stopped: false,
         })
     }
 
-    /// Change the time between SIGTERM and SIGKILL when stopping.
+    /// Change the time between the stop signal and SIGKILL when stopping.
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -152,9 +281,33 @@ impl ManagedChild {
         self.child.id()
     }
 
-    /// The file the child's stdout and stderr go to.
+    /// The file the child's stdout and stderr go to (empty for [`spawn_piped`](Self::spawn_piped)).
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// The piped stderr of a [`spawn_piped`](Self::spawn_piped) child (once).
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// The piped stdout of a [`spawn_piped`](Self::spawn_piped) child (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// Wait for the child to exit by itself, then stop what is left of its group and forget it.
+    pub fn wait(mut self) -> std::io::Result<ExitStatus> {
+        let status = self.child.wait();
+        self.stopped = true;
+        stop_group(
+            &self.name,
+            self.child.id() as i32,
+            self.stop_signal,
+            Duration::ZERO,
+        );
+        lifecycle::forget(self.record);
+        status
     }
 
     /// The exit status if the child has exited, without reaping it (the pid stays reserved until stop/drop,
@@ -168,17 +321,17 @@ impl ManagedChild {
         read_tail(&self.log_path, max_bytes)
     }
 
-    /// Stop the process group now: SIGTERM, SIGKILL after the grace period, then reap. Idempotent.
+    /// Stop the process group now: the stop signal, SIGKILL after the grace period, then reap. Idempotent.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
         }
         self.stopped = true;
         let pid = self.child.id() as i32;
-        stop_group(&self.name, pid, self.grace);
+        stop_group(&self.name, pid, self.stop_signal, self.grace);
         // The leader is a zombie at most now; reap it, then forget it.
         let _ = self.child.wait();
-        lock_registry().remove(&self.id);
+        lifecycle::forget(self.record);
     }
 }
 
@@ -231,20 +384,20 @@ fn leader_gone_or_zombie(pid: i32) -> bool {
     }
 }
 
-/// SIGTERM the group, wait up to `grace` for the leader to exit, then SIGKILL whatever is left of the group.
-fn stop_group(name: &str, pgid: i32, grace: Duration) {
+/// `signal` to the group, wait up to `grace` for the leader to exit, then SIGKILL whatever is left of the group.
+fn stop_group(name: &str, pgid: i32, signal: i32, grace: Duration) {
     if !group_has_members(pgid) {
         return;
     }
     unsafe {
-        libc::kill(-pgid, libc::SIGTERM);
+        libc::kill(-pgid, signal);
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && !leader_gone_or_zombie(pgid) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if !leader_gone_or_zombie(pgid) {
-        tracing::warn!(%name, pid = pgid, ?grace, "child ignored SIGTERM; sending SIGKILL");
+    if !grace.is_zero() && !leader_gone_or_zombie(pgid) {
+        tracing::warn!(%name, pid = pgid, ?grace, "child ignored its stop signal; sending SIGKILL");
     }
     // Also catches grandchildren that outlived their parent.
     unsafe {
@@ -252,66 +405,21 @@ fn stop_group(name: &str, pgid: i32, grace: Duration) {
     }
 }
 
-/// Stop every registered child process group (SIGTERM, then SIGKILL after [`DEFAULT_GRACE`]).
-///
-/// Used by the signal and panic handlers; children stopped here are reaped by the OS once the process exits.
-pub fn stop_all_registered() {
-    let children: Vec<RegisteredChild> = lock_registry().drain().map(|(_, c)| c).collect();
-    if children.is_empty() {
-        return;
-    }
-    for c in &children {
-        unsafe {
-            libc::kill(-c.pid, libc::SIGTERM);
-        }
-    }
-    let deadline = Instant::now() + DEFAULT_GRACE;
-    while Instant::now() < deadline && children.iter().any(|c| !leader_gone_or_zombie(c.pid)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for c in &children {
-        unsafe {
-            libc::kill(-c.pid, libc::SIGKILL);
-        }
-        eprintln!("keda-harness: stopped {} (pid {})", c.name, c.pid);
-    }
-}
-
-/// Pids of the children currently registered, with their names (for diagnostics and tests).
+/// Pids of the child process groups this process has recorded and not yet stopped, with their names.
 pub fn registered_children() -> Vec<(String, u32)> {
-    lock_registry()
-        .values()
-        .map(|c| (c.name.clone(), c.pid as u32))
+    lifecycle::recorded()
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::ProcessGroup { name, pgid, .. } => Some((name, pgid as u32)),
+            _ => None,
+        })
         .collect()
 }
 
-/// Stop every registered child on Ctrl-C, SIGTERM or SIGHUP, and when the main thread panics; then exit.
-///
-/// Call it once early in `main` (repeated calls are no-ops). A panic on any other thread (a test thread, a
-/// tokio worker) does not end the process: there the unwinding drops each [`ManagedChild`], which stops it, and
-/// stopping every registered child would break the unrelated tests running beside it.
+/// The CLI's signal handling: the first Ctrl-C / SIGTERM / SIGHUP asks the run to stop
+/// ([`lifecycle::install_graceful_handlers`]). Processes that never call this get the immediate sweep.
 pub fn install_cleanup_handlers() {
-    static INSTALLED: Once = Once::new();
-    INSTALLED.call_once(|| {
-        if let Err(e) = ctrlc::set_handler(|| {
-            eprintln!("keda-harness: interrupted; stopping child processes");
-            stop_all_registered();
-            // 130: the shell's code for "ended by SIGINT".
-            std::process::exit(130);
-        }) {
-            tracing::warn!(
-                "cannot install the Ctrl-C handler ({e}); child processes are only stopped on drop"
-            );
-        }
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            previous(info);
-            if std::thread::current().name() == Some("main") {
-                stop_all_registered();
-                std::process::exit(101);
-            }
-        }));
-    });
+    lifecycle::install_graceful_handlers();
 }
 
 /// Why [`wait_until`] gave up.
@@ -349,7 +457,7 @@ impl<T, E: Display> From<Result<T, E>> for Poll<T> {
 
 /// Poll `check` every `interval` until it is ready, aborts, or `timeout` passes.
 ///
-/// On timeout the last "not yet" reason is printed (stderr) and returned in the error — the way KEDA's e2e
+/// On timeout the last "not yet" reason is returned in the error — the way KEDA's e2e
 /// helpers report a wait that never finished. The wait runs in a `wait_until` span carrying `what`.
 pub async fn wait_until<T, F, Fut>(
     what: &str,
@@ -372,7 +480,7 @@ where
                     return Ok(v);
                 }
                 Poll::Abort(reason) => {
-                    eprintln!("gave up waiting for {what}: {reason}");
+                    tracing::warn!(%reason, "gave up waiting");
                     return Err(WaitError::Aborted {
                         what: what.to_string(),
                         reason,
@@ -386,9 +494,7 @@ where
                 }
             }
             if start.elapsed() >= timeout {
-                eprintln!(
-                    "timed out after {timeout:?} waiting for {what}; last error: {last_error}"
-                );
+                tracing::warn!(?timeout, %last_error, "timed out");
                 return Err(WaitError::TimedOut {
                     what: what.to_string(),
                     timeout,

@@ -199,14 +199,16 @@ fn go_build(
         log_path.display()
     ));
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| BuildError::Io {
-        path: module.to_path_buf(),
-        source,
-    })?;
+    // A recorded child: Ctrl-C or the harness dying stops the build too (it writes a `.partial` file).
+    let mut child = crate::process::ManagedChild::spawn_piped(format!("go build ({what})"), cmd)
+        .map_err(|e| BuildError::Io {
+            path: module.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
     // `go build -v` names each package as it compiles: that is the progress. Anything else is a diagnostic.
     let mut diagnostics = Vec::new();
     let mut packages = 0usize;
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(stderr) = child.take_stderr() {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = writeln!(log, "{line}");
             let is_package_name =

@@ -157,13 +157,12 @@ impl LocalControlPlaneBuilder {
         let (temp_dir, dir) = match self.work_dir {
             Some(dir) => (None, dir),
             None => {
-                let t = tempfile::Builder::new()
-                    .prefix("keda-harness-control-plane-")
-                    .tempdir()
-                    .map_err(|source| ControlPlaneError::Io {
+                let t = crate::lifecycle::TrackedDir::new("keda-harness-control-plane-").map_err(
+                    |e| ControlPlaneError::Io {
                         what: "creating the control plane's temporary directory".into(),
-                        source,
-                    })?;
+                        source: std::io::Error::other(e),
+                    },
+                )?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -339,7 +338,7 @@ pub struct LocalControlPlane {
     kubeconfig_path: PathBuf,
     dir: PathBuf,
     binaries: ControlPlaneBinaries,
-    _temp_dir: Option<tempfile::TempDir>,
+    _temp_dir: Option<crate::lifecycle::TrackedDir>,
 }
 
 impl std::fmt::Debug for LocalControlPlane {

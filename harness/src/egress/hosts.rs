@@ -34,8 +34,12 @@ impl UnshareMode {
 pub struct PrivateHosts {
     entries: Vec<(String, IpAddr)>,
     mode: UnshareMode,
-    _dir: tempfile::TempDir,
+    _dir: crate::lifecycle::TrackedDir,
     file: PathBuf,
+    /// More `(source, target)` bind mounts made in the namespace (targets that do not exist are skipped).
+    extra_binds: Vec<(PathBuf, PathBuf)>,
+    /// The wrapped process starts with an empty environment plus what the command sets explicitly.
+    clear_env: bool,
 }
 
 impl PrivateHosts {
@@ -55,13 +59,12 @@ impl PrivateHosts {
             }
         }
         let mode = unshare_mode()?;
-        let dir = tempfile::Builder::new()
-            .prefix("keda-harness-hosts-")
-            .tempdir()
-            .map_err(|source| EgressError::WriteHosts {
+        let dir = crate::lifecycle::TrackedDir::new("keda-harness-hosts-").map_err(|e| {
+            EgressError::WriteHosts {
                 path: std::env::temp_dir(),
-                source,
-            })?;
+                source: std::io::Error::other(e),
+            }
+        })?;
         let file = dir.path().join("hosts");
         let machine_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         std::fs::write(&file, render_hosts(&entries, &machine_hosts)).map_err(|source| {
@@ -75,7 +78,55 @@ impl PrivateHosts {
             mode,
             _dir: dir,
             file,
+            extra_binds: Vec::new(),
+            clear_env: false,
         })
+    }
+
+    /// Seal what the wrapped process can learn from the machine: `/etc/resolv.conf` names a closed loopback
+    /// port (no name resolves except those in the private hosts file), the files in the user's home that
+    /// PostgreSQL, Azure and Kubernetes clients read on their own (`.pgpass`, `.pg_service.conf`,
+    /// `.postgresql/`, `.azure/`, `.kube/`; pgx finds `.pgpass` through the passwd entry, not `$HOME`) are
+    /// covered by empty ones, and the environment is only what the command sets.
+    pub fn sealed(mut self) -> Result<Self, EgressError> {
+        let dir = self._dir.path().to_path_buf();
+        let write = |name: &str, body: &str| -> Result<PathBuf, EgressError> {
+            let path = dir.join(name);
+            std::fs::write(&path, body).map_err(|source| EgressError::WriteHosts {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(path)
+        };
+        // Port 53 of 127.0.0.1 is closed in the sealed network namespace: every lookup fails at once.
+        let resolv = write(
+            "resolv.conf",
+            "# keda-harness: no resolver (names come from the private /etc/hosts only)\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )?;
+        self.extra_binds
+            .push((resolv, PathBuf::from("/etc/resolv.conf")));
+        let empty_file = write("empty", "")?;
+        let empty_dir = dir.join("empty.d");
+        std::fs::create_dir_all(&empty_dir).map_err(|source| EgressError::WriteHosts {
+            path: empty_dir.clone(),
+            source,
+        })?;
+        if let Some(home) = passwd_home() {
+            for name in [".pgpass", ".pg_service.conf"] {
+                let target = home.join(name);
+                if target.is_file() {
+                    self.extra_binds.push((empty_file.clone(), target));
+                }
+            }
+            for name in [".postgresql", ".azure", ".kube"] {
+                let target = home.join(name);
+                if target.is_dir() {
+                    self.extra_binds.push((empty_dir.clone(), target));
+                }
+            }
+        }
+        self.clear_env = true;
+        Ok(self)
     }
 
     pub fn entries(&self) -> &[(String, IpAddr)] {
@@ -102,16 +153,24 @@ impl PrivateHosts {
         let mount = tool_path("mount");
         let mut wrapped = Command::new(unshare);
         wrapped.args(self.mode.args());
-        // `$1` is the hosts file; the rest is the real command, exec'd so signals and exit status are its own.
+        // `$1` is mount, `$2` the number of (source, target) pairs that follow (the hosts file first); the rest is
+        // the real command, exec'd so signals and exit status are its own.
         wrapped.args([
             "--",
             "/bin/sh",
             "-c",
-            r#"m="$1"; shift; "$m" --bind "$1" /etc/hosts || exit 111; shift; exec "$@""#,
+            r#"m="$1"; n="$2"; shift 2; while [ "$n" -gt 0 ]; do "$m" --bind "$1" "$2" || exit 111; shift 2; n=$((n-1)); done; exec "$@""#,
             "keda-harness-private-hosts",
         ]);
         wrapped.arg(mount);
-        wrapped.arg(&self.file);
+        wrapped.arg((1 + self.extra_binds.len()).to_string());
+        wrapped.arg(&self.file).arg("/etc/hosts");
+        for (source, target) in &self.extra_binds {
+            wrapped.arg(source).arg(target);
+        }
+        if self.clear_env {
+            wrapped.env_clear();
+        }
         wrapped.arg(cmd.get_program());
         wrapped.args(cmd.get_args());
         for (k, v) in cmd.get_envs() {
@@ -125,6 +184,19 @@ impl PrivateHosts {
         }
         wrapped
     }
+}
+
+/// This user's home directory as the passwd database says (what Go's `user.Current()` returns, which pgx
+/// uses for `.pgpass`), not `$HOME`.
+fn passwd_home() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 5 && f[2].parse::<u32>().ok() == Some(uid) && f[5] != "/")
+            .then(|| PathBuf::from(f[5]))
+    })
 }
 
 /// `name` as found on this process's PATH (falling back to /usr/bin/NAME).

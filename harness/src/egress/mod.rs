@@ -14,13 +14,20 @@
 //!   names to loopback IPs. For clients that dial directly (pgx to `*.postgres.database.azure.com:5432` does
 //!   not use the proxy), and as a proxy-free alternative for HTTPS hosts.
 //!
-//! [`EgressPlan`] combines both and yields the environment and command wrapper for one process.
+//! - [`SealedNetwork`]: a network namespace with only `lo` and no route, where the harness listens on exactly
+//!   the addresses it serves (apiserver, proxy, Entra front) and relays them out. With
+//!   [`EgressPlanBuilder::sealed`] the process runs inside it, with a resolver that fails for every name not
+//!   in the private hosts file and an environment that is an allow-list.
+//!
+//! [`EgressPlan`] combines them and yields the environment and command wrapper for one process.
 
 mod hosts;
+mod netns;
 mod plan;
 mod proxy;
 
 pub use hosts::{PrivateHosts, UnshareMode};
+pub use netns::SealedNetwork;
 pub use plan::{EgressPlan, EgressPlanBuilder};
 pub use proxy::{EgressJournal, EgressProxy, EgressProxyBuilder, EgressRecord, EgressVerdict};
 
@@ -57,4 +64,15 @@ pub enum EgressError {
          or route the host through the EgressProxy instead"
     )]
     UnshareNotPermitted { detail: String },
+    #[error(
+        "the sealed network namespace (the operator may reach nothing but what the harness serves) cannot be \
+         made here: unshare(CLONE_NEWNET): {source}. Fix: run as root (or with CAP_SYS_ADMIN), as \
+         `bash ci/prepare.sh` expects"
+    )]
+    NetnsNotPermitted { source: std::io::Error },
+    #[error("sealed network namespace: {what}: {source}")]
+    Netns {
+        what: String,
+        source: std::io::Error,
+    },
 }

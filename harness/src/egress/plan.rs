@@ -4,7 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{EgressError, EgressJournal, EgressProxy, PrivateHosts};
+use super::{EgressError, EgressJournal, EgressProxy, PrivateHosts, SealedNetwork};
+use crate::lifecycle::TrackedDir;
 
 /// Loopback names that never go through the proxy (Go skips loopback on its own; Python and Rust need telling).
 const LOOPBACK: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
@@ -16,6 +17,8 @@ pub struct EgressPlanBuilder {
     private_hosts: Vec<(String, IpAddr)>,
     no_proxy: Vec<String>,
     ca_file: Option<PathBuf>,
+    sealed: bool,
+    exposed: Vec<SocketAddr>,
 }
 
 impl EgressPlanBuilder {
@@ -45,17 +48,46 @@ impl EgressPlanBuilder {
         self
     }
 
+    /// Run the process in a [`SealedNetwork`]: it reaches only the proxy and the addresses given to
+    /// [`expose`](Self::expose); names resolve only through the private hosts file; its environment is only
+    /// what its command sets plus this plan's variables (see [`PrivateHosts::sealed`]).
+    pub fn sealed(mut self) -> Self {
+        self.sealed = true;
+        self
+    }
+
+    /// With [`sealed`](Self::sealed): make `addr` (a listener of the harness) reachable at the same address
+    /// inside the namespace.
+    pub fn expose(mut self, addr: SocketAddr) -> Self {
+        self.exposed.push(addr);
+        self
+    }
+
     /// Starts the proxy (always: refusing and logging every unrouted destination is its job even with no
-    /// routes) and prepares the private hosts file when any name was given.
+    /// routes) and prepares the private hosts file when any name was given (always when sealed: the resolver
+    /// is replaced there too).
     pub async fn start(self) -> Result<EgressPlan, EgressError> {
         let mut proxy = EgressProxy::builder();
         for (host_port, to) in &self.routes {
             proxy = proxy.route(host_port, *to)?;
         }
-        let hosts = if self.private_hosts.is_empty() {
+        let hosts = if self.sealed {
+            Some(PrivateHosts::new(self.private_hosts.clone())?.sealed()?)
+        } else if self.private_hosts.is_empty() {
             None
         } else {
             Some(PrivateHosts::new(self.private_hosts.clone())?)
+        };
+        let proxy = proxy.start().await?;
+        let network = if self.sealed {
+            let mut net = SealedNetwork::new()?;
+            net.expose(proxy.addr()).await?;
+            for addr in &self.exposed {
+                net.expose(*addr).await?;
+            }
+            Some(net)
+        } else {
+            None
         };
         let mut no_proxy: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
         no_proxy.extend(self.private_hosts.iter().map(|(n, _)| n.clone()));
@@ -67,7 +99,8 @@ impl EgressPlanBuilder {
             None => None,
         };
         Ok(EgressPlan {
-            proxy: proxy.start().await?,
+            proxy,
+            network,
             hosts,
             no_proxy,
             ca_file: self.ca_file,
@@ -79,23 +112,23 @@ impl EgressPlanBuilder {
 /// A running egress setup for processes the harness starts. Keep it alive as long as they run.
 #[derive(Debug)]
 pub struct EgressPlan {
+    // Field order is drop order: the relays into the namespace stop before the proxy they lead to.
+    network: Option<SealedNetwork>,
     proxy: EgressProxy,
     hosts: Option<PrivateHosts>,
     no_proxy: Vec<String>,
     ca_file: Option<PathBuf>,
-    ca_dir: Option<tempfile::TempDir>,
+    ca_dir: Option<TrackedDir>,
 }
 
-fn ca_only_dir(ca_file: &Path) -> Result<tempfile::TempDir, EgressError> {
+fn ca_only_dir(ca_file: &Path) -> Result<TrackedDir, EgressError> {
     let unreadable = |source| EgressError::CaFile {
         path: ca_file.to_path_buf(),
         source,
     };
     let pem = std::fs::read(ca_file).map_err(unreadable)?;
-    let dir = tempfile::Builder::new()
-        .prefix("keda-harness-ca-")
-        .tempdir()
-        .map_err(unreadable)?;
+    let dir =
+        TrackedDir::new("keda-harness-ca-").map_err(|e| unreadable(std::io::Error::other(e)))?;
     std::fs::write(dir.path().join("run-ca.pem"), pem).map_err(unreadable)?;
     Ok(dir)
 }
@@ -116,6 +149,20 @@ impl EgressPlan {
 
     pub fn private_hosts(&self) -> Option<&PrivateHosts> {
         self.hosts.as_ref()
+    }
+
+    /// The sealed network namespace, when the plan was [`sealed`](EgressPlanBuilder::sealed).
+    pub fn sealed_network(&self) -> Option<&SealedNetwork> {
+        self.network.as_ref()
+    }
+
+    /// An address outside that leads to `inside` in the sealed namespace (for probes of a process in it);
+    /// `inside` itself when the plan is not sealed.
+    pub async fn reach_inside(&mut self, inside: SocketAddr) -> Result<SocketAddr, EgressError> {
+        match self.network.as_mut() {
+            Some(net) => net.reach_inside(inside).await,
+            None => Ok(inside),
+        }
     }
 
     /// The environment for a process: proxy variables in both spellings (Go reads either, Python prefers lower
@@ -150,10 +197,14 @@ impl EgressPlan {
         // ALL_PROXY would win over HTTPS_PROXY in some clients and point somewhere we do not control.
         cmd.env_remove("ALL_PROXY").env_remove("all_proxy");
         cmd.envs(self.env());
-        match &self.hosts {
+        let mut cmd = match &self.hosts {
             Some(h) => h.wrap(&cmd),
             None => cmd,
+        };
+        if let Some(net) = &self.network {
+            net.enter(&mut cmd);
         }
+        cmd
     }
 }
 

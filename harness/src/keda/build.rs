@@ -249,15 +249,16 @@ pub(crate) fn module_source_dir(
     entry: &CatalogEntry,
 ) -> Result<PathBuf, KedaError> {
     let target = format!("{KEDA_MODULE}@{}", entry.tag);
-    let out = Command::new(go)
-        .current_dir(module_dir)
+    let mut cmd = Command::new(go);
+    cmd.current_dir(module_dir)
         .args(["mod", "download", "-json", &target])
-        .envs(go_env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .map_err(|source| KedaError::GoMissing {
+        .envs(go_env.iter().map(|(k, v)| (k, v)));
+    let out = crate::process::ManagedChild::output("go mod download", cmd).map_err(|e| {
+        KedaError::GoMissing {
             go: go.to_path_buf(),
-            source,
-        })?;
+            source: std::io::Error::other(e),
+        }
+    })?;
     #[derive(serde::Deserialize)]
     struct Download {
         #[serde(rename = "Dir")]
@@ -350,27 +351,28 @@ fn run_go_build(
         source,
     })?;
     let _ = writeln!(log, "$ {cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| KedaError::GoMissing {
-            go: PathBuf::from(cmd.get_program()),
-            source,
-        })?;
+    let go = PathBuf::from(cmd.get_program());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A recorded child: Ctrl-C or the harness dying stops the build too (the output goes to a `.partial` file, so
+    // an interrupted build is never taken for a finished one).
+    let mut child = crate::process::ManagedChild::spawn_piped(
+        format!("go build (KEDA {})", entry.version),
+        cmd,
+    )
+    .map_err(|e| KedaError::GoMissing {
+        go,
+        source: std::io::Error::other(e),
+    })?;
     let downloads = Arc::new(AtomicUsize::new(0));
     let packages = Arc::new(AtomicUsize::new(0));
     let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
     let log = Arc::new(Mutex::new(log));
     let readers: Vec<_> = [
         child
-            .stdout
-            .take()
+            .take_stdout()
             .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         child
-            .stderr
-            .take()
+            .take_stderr()
             .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
@@ -410,17 +412,9 @@ fn run_go_build(
 
     let build_started = Instant::now();
     let mut last_report = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => {
-                return Err(KedaError::Io {
-                    action: "waiting for go build of",
-                    path: log_path.to_path_buf(),
-                    source,
-                })
-            }
+    loop {
+        if child.exit_status().is_some() {
+            break;
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
@@ -432,7 +426,12 @@ fn run_go_build(
             ));
         }
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+    let status = child.wait().map_err(|source| KedaError::Io {
+        action: "waiting for go build of",
+        path: log_path.to_path_buf(),
+        source,
+    })?;
     for reader in readers {
         let _ = reader.join();
     }

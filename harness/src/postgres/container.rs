@@ -56,6 +56,8 @@ const SUPERUSER: &str = "postgres";
 /// Errors starting or removing a PostgreSQL container.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     #[error(
         "cannot reach the Docker daemon ({what}): {source}. Start dockerd (`bash ci/prepare.sh` does) or \
          point DOCKER_HOST at a running daemon"
@@ -177,6 +179,8 @@ pub struct ContainerPostgres {
     log: Arc<Mutex<String>>,
     log_task: Option<tokio::task::JoinHandle<()>>,
     removed: bool,
+    /// The run-state record (so a killed run's container is removed by the next start).
+    record: Option<u64>,
 }
 
 /// Connect to the daemon named by DOCKER_HOST (default the local socket) at the highest API version both
@@ -428,7 +432,14 @@ impl ContainerPostgres {
             log: Arc::new(Mutex::new(String::new())),
             log_task: None,
             removed: false,
+            record: None,
         };
+        pg.record = Some(crate::lifecycle::record(
+            crate::lifecycle::Resource::Container {
+                id: created.id.clone(),
+                name: pg.container_name.clone(),
+            },
+        )?);
         docker
             .start_container(&created.id, None)
             .await
@@ -596,7 +607,11 @@ impl ContainerPostgres {
                 .then_some(self.network.as_deref())
                 .flatten(),
         )
-        .await
+        .await?;
+        if let Some(id) = self.record.take() {
+            crate::lifecycle::forget(id);
+        }
+        Ok(())
     }
 }
 
@@ -658,7 +673,11 @@ impl Drop for ContainerPostgres {
             })
         });
         match removal.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if let Some(id) = self.record.take() {
+                    crate::lifecycle::forget(id);
+                }
+            }
             Ok(Err(e)) => tracing::warn!(container = %self.container_name, "cannot remove: {e}"),
             Err(_) => tracing::warn!(container = %self.container_name, "removal thread panicked"),
         }

@@ -11,14 +11,15 @@
 //! the Entra front may reach the server as the token's role.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
 use super::{PostgresError, PostgresServer};
+use crate::lifecycle::TrackedDir;
 use crate::process::{wait_until, ManagedChild, Poll};
 
 /// The pg_hba method for TCP (`host`) connections.
@@ -83,8 +84,9 @@ impl LocalPostgresConfig {
 
 /// A running PostgreSQL from the machine's binaries; stopped and deleted on drop.
 pub struct LocalPostgres {
+    // Field order is drop order: the server stops before its directory goes.
     child: Option<ManagedChild>,
-    base_dir: PathBuf,
+    dir: Option<TrackedDir>,
     socket_dir: PathBuf,
     log_path: PathBuf,
     addr: SocketAddr,
@@ -168,26 +170,6 @@ fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<(), PostgresErro
     Ok(())
 }
 
-/// Remove directories left by runs that were killed before their drop ran.
-fn sweep_stale_dirs(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            tracing::info!(dir = %e.path().display(), "removing PostgreSQL dir of a run that is gone");
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 fn free_port(ip: IpAddr) -> Result<u16, PostgresError> {
     let l = std::net::TcpListener::bind((ip, 0))
         .map_err(|source| PostgresError::NoPort { ip, source })?;
@@ -203,21 +185,20 @@ impl LocalPostgres {
             Some(d) => d.clone(),
             None => find_server_binaries()?,
         };
-        let tmp = std::env::temp_dir();
-        sweep_stale_dirs(&tmp);
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let base_dir = tmp.join(format!(
-            "{DIR_PREFIX}{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&base_dir);
+        // A private directory (0700, unpredictable name, recorded so a killed run's is reaped): the unix socket
+        // in it is `trust`, so no other local user may reach it.
+        let dir = TrackedDir::new(DIR_PREFIX).map_err(|e| PostgresError::Io {
+            what: "creating the PostgreSQL directory".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let base_dir = dir.to_path_buf();
         let data_dir = base_dir.join("data");
         let socket_dir = base_dir.join("socket");
         let log_path = base_dir.join("postgres.log");
-        for d in [&base_dir, &socket_dir] {
-            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
-        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&socket_dir)
+            .map_err(io(format!("creating {}", socket_dir.display())))?;
         let owner = unprivileged_user();
         chown_tree(&base_dir, owner)?;
         chown_tree(&socket_dir, owner)?;
@@ -225,7 +206,7 @@ impl LocalPostgres {
         // From here on, a failure must still delete the directory: build the handle first.
         let mut pg = LocalPostgres {
             child: None,
-            base_dir: base_dir.clone(),
+            dir: Some(dir),
             socket_dir: socket_dir.clone(),
             log_path: log_path.clone(),
             addr: SocketAddr::new(config.listen_ip, 0),
@@ -281,11 +262,22 @@ impl LocalPostgres {
             "max_connections=200",
             "shared_buffers=32MB",
             "password_encryption=scram-sha-256",
+            // Dynamic shared memory as files in the data directory rather than /dev/shm: a server that dies
+            // without its shutdown leaves nothing outside the directory the reaper removes.
+            "dynamic_shared_memory_type=mmap",
         ] {
             postgres.args(["-c", setting]);
         }
         as_user(&mut postgres, owner);
-        let child = ManagedChild::spawn("postgres", postgres, &log_path)?;
+        // SIGINT is PostgreSQL's fast shutdown, for a stop and when the harness dies: sessions are ended and the
+        // server removes its shared memory itself.
+        let child = ManagedChild::spawn_with_signals(
+            "postgres",
+            postgres,
+            &log_path,
+            libc::SIGINT,
+            libc::SIGINT,
+        )?;
         let pid = child.pid();
         pg.child = Some(child);
         pg.wait_ready(&data_dir).await?;
@@ -344,24 +336,12 @@ impl LocalPostgres {
 
     /// Stop now (fast shutdown) and delete the directory; also what drop does.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.pid() as i32;
-            // SIGINT is PostgreSQL's fast shutdown: sessions are ended, no waiting for clients.
-            // SAFETY: pid is our own child, not yet reaped (ManagedChild keeps it).
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.exit_status().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            child.stop();
+        if let Some(child) = self.child.take() {
+            // The child's stop signal is SIGINT (fast shutdown); it gets 10 s before SIGKILL.
+            drop(child.with_grace(Duration::from_secs(10)));
         }
-        if self.base_dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.base_dir) {
-                tracing::warn!(dir = %self.base_dir.display(), "cannot delete PostgreSQL dir: {e}");
-            }
-        }
+        // Dropping the recorded directory deletes it.
+        self.dir.take();
     }
 }
 

@@ -18,6 +18,7 @@ use crate::azure_postgres;
 use crate::control_plane::LocalControlPlane;
 use crate::egress::EgressPlan;
 use crate::keda::{KedaRelease, OperatorLaunch};
+use crate::lifecycle::TrackedDir;
 use crate::observe::ScaledJobObserver;
 use crate::postgres::{LocalPostgres, MoviesTable, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
@@ -53,7 +54,7 @@ pub struct LocalWorld {
     applied: Vec<serde_yaml::Value>,
     changes: Vec<ManifestChange>,
     applied_at: Instant,
-    work_dir: tempfile::TempDir,
+    work_dir: TrackedDir,
     label: String,
 }
 
@@ -96,10 +97,10 @@ impl LocalWorld {
         let trig = &scenario.trigger;
         let ident = &scenario.file.identity;
         let client_id = azure_postgres::client_id(scenario)?;
-        let work_dir = tempfile::Builder::new()
-            .prefix("keda-harness-run-")
-            .tempdir()
-            .context("creating the run's temp dir")?;
+        // One private directory holds everything of the run (etcd data, keys, the federated token, logs): it is
+        // recorded, so a run killed with SIGKILL is cleaned up by the next start.
+        let work_dir =
+            TrackedDir::new("keda-harness-run-").context("creating the run's temp dir")?;
         let wd = work_dir.path().to_path_buf();
         let ca = Arc::new(TestCa::generate(&format!("keda-harness {label}"))?);
         let ca_file = wd.join("run-ca.pem");
@@ -125,6 +126,7 @@ impl LocalWorld {
             entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
         std::fs::write(wd.join("entra-config.yaml"), entra_config.to_yaml())?;
         let entra = EntraMock::builder(entra_config)
+            .with_state_dir(wd.join("entra"))
             .with_listen(SocketAddr::new(ip, 443))
             .with_tls(ca.issue_server(&[LOGIN_HOST, &ip.to_string()])?)
             .start()
@@ -145,13 +147,20 @@ impl LocalWorld {
         .await
         .context("starting the Entra front")?;
 
-        let egress = EgressPlan::builder()
+        // The operator runs sealed: a network namespace where it reaches the apiserver, the proxy (to the Entra
+        // mock) and the Entra front and nothing else, a resolver that knows only the mapped names, and an
+        // environment that is an allow-list (egress module docs).
+        let apiserver_addr = control_plane_addr(control_plane.server_url())?;
+        let mut egress = EgressPlan::builder()
             .route(&format!("{LOGIN_HOST}:443"), entra.addr())
             .private_host(&trig.postgres.host, ip)
             .trust_ca_file(&ca_file)
+            .sealed()
+            .expose(apiserver_addr)
+            .expose(front.addr())
             .start()
             .await
-            .context("starting the egress proxy")?;
+            .context("starting the egress proxy and the sealed network namespace")?;
 
         say("installing KEDA's CRDs and namespace");
         let n = install_crds(&client, release).await?;
@@ -177,7 +186,11 @@ impl LocalWorld {
         );
 
         let mut launch = OperatorLaunch::new(control_plane.kubeconfig_path(), &wd)?;
+        // A home of its own (empty): nothing of the user's (~/.kube, ~/.azure, ~/.pgpass) is in reach.
+        let home = wd.join("home");
+        std::fs::create_dir_all(&home)?;
         launch.env.extend([
+            ("HOME".to_string(), home.display().to_string()),
             ("AZURE_CLIENT_ID".to_string(), client_id.clone()),
             ("AZURE_TENANT_ID".to_string(), ident.tenant_id.clone()),
             (
@@ -191,8 +204,15 @@ impl LocalWorld {
             release.entry().version
         ));
         let operator = ManagedChild::spawn("keda-operator", command, wd.join("keda-operator.log"))?;
-        let readyz = launch.readyz_url();
-        let http = reqwest::Client::new();
+        let probe = egress
+            .reach_inside(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                launch.health_probe_port,
+            )))
+            .await?;
+        let readyz = format!("http://{probe}/readyz");
+        // Probes go straight to loopback: the user's proxy variables must not take them elsewhere.
+        let http = reqwest::Client::builder().no_proxy().build()?;
         wait_until(
             "the KEDA operator's /readyz",
             Duration::from_secs(90),
@@ -215,6 +235,7 @@ impl LocalWorld {
         )
         .await
         .map_err(|e| anyhow!("{e}\noperator log tail:\n{}", operator.log_tail(3000)))?;
+        check_sealed(&operator, &egress)?;
 
         let (applied, changes) = scenario.manifests_to_apply();
         say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s", applied.len(), changes.len(), t0.elapsed().as_secs_f64()));
@@ -339,6 +360,38 @@ impl LocalWorld {
         w("etcd.log", tail_file(etcd, 50_000))?;
         Ok(())
     }
+}
+
+/// `host:port` of the apiserver URL (`https://127.0.0.1:PORT`).
+fn control_plane_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    url.trim_start_matches("https://")
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("the apiserver URL {url} is not https://IP:PORT"))
+}
+
+/// The operator really runs in the sealed namespace, and that namespace has no route out: checked on the live
+/// process, so a change to how it is started cannot quietly unseal it.
+fn check_sealed(operator: &ManagedChild, egress: &EgressPlan) -> anyhow::Result<()> {
+    let net = egress
+        .sealed_network()
+        .ok_or_else(|| anyhow!("the egress plan is not sealed"))?;
+    let link = std::fs::read_link(format!("/proc/{}/ns/net", operator.pid()))
+        .context("reading the operator's network namespace")?;
+    let want = format!("net:[{}]", net.inode());
+    if link.to_string_lossy() != want {
+        return Err(anyhow!(
+            "the operator runs in {} instead of the sealed namespace {want}",
+            link.display()
+        ));
+    }
+    let routes = net.routes()?;
+    if let Some((dest, dev)) = routes.iter().find(|(_, dev)| dev != "lo") {
+        return Err(anyhow!(
+            "the sealed namespace has a route {dest} via {dev}; it must have none"
+        ));
+    }
+    Ok(())
 }
 
 fn tail_file(path: &Path, max: usize) -> String {
