@@ -237,3 +237,56 @@ async fn server_side_dry_run_of_a_job_is_admitted_and_not_stored() {
         .unwrap_err();
     assert!(err.to_string().contains("Not_A_Valid_Name"), "{err}");
 }
+
+/// etcd holds the scenario's Secrets and every service-account token: another local user must not read it.
+/// It speaks TLS only and refuses a client that has no certificate of the run CA (even one that trusts the CA).
+#[tokio::test]
+async fn etcd_refuses_clients_without_the_run_certificate() {
+    if !control_plane_available() {
+        return;
+    }
+    let plane = LocalControlPlane::builder()
+        .start()
+        .await
+        .expect("control plane starts");
+    let url = plane.etcd_url().to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // Plain HTTP to the client port: not a TLS client hello, so no answer etcd would give a client.
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http_url = url.replacen("https://", "http://", 1) + "/health";
+    match plain.get(&http_url).send().await {
+        Ok(r) => assert!(
+            !r.status().is_success(),
+            "etcd answered plain HTTP with {}",
+            r.status()
+        ),
+        Err(_) => {}
+    }
+    // TLS trusting the run CA, but no client certificate: the handshake (or the request) is refused.
+    let no_cert = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(plane.ca().ca_pem().as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let res = no_cert.get(format!("{url}/v3/kv/range")).send().await;
+    assert!(
+        res.as_ref().map(|r| !r.status().is_success()).unwrap_or(true),
+        "etcd served a client without a certificate: {res:?}"
+    );
+    // The apiserver, with its client certificate, still works.
+    let namespaces: Api<Namespace> = Api::all(plane.client());
+    namespaces
+        .list(&Default::default())
+        .await
+        .expect("the apiserver reads etcd");
+    // The key files are the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["etcd-server.key", "etcd-client.key"] {
+        let mode = std::fs::metadata(plane.work_dir().join("pki").join(key))
+            .map(|m| m.permissions().mode() & 0o077);
+        assert_eq!(mode.ok(), Some(0), "{key} is readable by others");
+    }
+    let dir_mode = std::fs::metadata(plane.work_dir()).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o077, 0, "the control plane's dir is open to others ({dir_mode:o})");
+}

@@ -168,11 +168,21 @@ impl IssuedCert {
     ) -> Result<(std::path::PathBuf, std::path::PathBuf), CaError> {
         let crt = dir.join(format!("{stem}.crt"));
         let key = dir.join(format!("{stem}.key"));
-        for (p, body) in [(&crt, &self.cert_pem), (&key, &self.key_pem)] {
-            std::fs::write(p, body).map_err(|source| CaError::Write {
-                path: p.display().to_string(),
-                source,
-            })?;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The key is the owner's alone (0600), whatever the umask or the directory it lands in.
+        for (p, body, mode) in [(&crt, &self.cert_pem, 0o644), (&key, &self.key_pem, 0o600)] {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(mode)
+                .open(p)
+                .and_then(|mut f| f.write_all(body.as_bytes()))
+                .map_err(|source| CaError::Write {
+                    path: p.display().to_string(),
+                    source,
+                })?;
         }
         Ok((crt, key))
     }

@@ -185,6 +185,13 @@ impl LocalControlPlaneBuilder {
         let (admin_cert, admin_key) = ca
             .issue_client("admin", &["system:masters"])?
             .write_to(&pki, "admin")?;
+        // etcd speaks TLS and demands a client certificate from the run's CA: its data (the scenario's Secrets,
+        // service-account tokens) is no other local user's to read.
+        let (etcd_cert, etcd_key) = ca
+            .issue_server(&["127.0.0.1", "localhost"])?
+            .write_to(&pki, "etcd-server")?;
+        let etcd_client = ca.issue_client("kube-apiserver-etcd-client", &[])?;
+        let (etcd_client_cert, etcd_client_key) = etcd_client.write_to(&pki, "etcd-client")?;
         let sa_key = pki.join("service-account.key");
         std::fs::write(
             &sa_key,
@@ -197,8 +204,8 @@ impl LocalControlPlaneBuilder {
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
         let apiserver_port = free_port()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_client_port}");
-        let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
+        let etcd_url = format!("https://127.0.0.1:{etcd_client_port}");
+        let peer_url = format!("https://127.0.0.1:{etcd_peer_port}");
         let server_url = format!("https://127.0.0.1:{apiserver_port}");
 
         let mut etcd_cmd = Command::new(&binaries.etcd);
@@ -213,7 +220,19 @@ impl LocalControlPlaneBuilder {
             "--log-level=warn",
             // Test data: durability is worth nothing, fsync latency on a shared disk is worth seconds.
             "--unsafe-no-fsync",
+            "--client-cert-auth",
+            "--peer-client-cert-auth",
         ]);
+        for (flag, path) in [
+            ("--trusted-ca-file", &ca_file),
+            ("--cert-file", &etcd_cert),
+            ("--key-file", &etcd_key),
+            ("--peer-trusted-ca-file", &ca_file),
+            ("--peer-cert-file", &etcd_cert),
+            ("--peer-key-file", &etcd_key),
+        ] {
+            etcd_cmd.arg(format!("{flag}={}", path.display()));
+        }
         let etcd = ManagedChild::spawn("etcd", etcd_cmd, dir.join("etcd.log"))?
             .with_grace(Duration::from_secs(5));
         let http = reqwest::Client::builder()
@@ -226,6 +245,16 @@ impl LocalControlPlaneBuilder {
                 })?,
             )
             .tls_built_in_root_certs(false)
+            // etcd's /health needs a client certificate; the apiserver's /readyz ignores it.
+            .identity(
+                reqwest::Identity::from_pem(
+                    format!("{}{}", etcd_client.cert_pem, etcd_client.key_pem).as_bytes(),
+                )
+                .map_err(|e| ControlPlaneError::Kubeconfig {
+                    path: etcd_client_cert.clone(),
+                    message: format!("the etcd client certificate is not usable: {e}"),
+                })?,
+            )
             .no_proxy()
             .timeout(Duration::from_secs(5))
             .build()
@@ -251,6 +280,9 @@ impl LocalControlPlaneBuilder {
         apiserver_cmd
             .args([
                 &format!("--etcd-servers={etcd_url}"),
+                &format!("--etcd-cafile={}", ca_file.display()),
+                &format!("--etcd-certfile={}", etcd_client_cert.display()),
+                &format!("--etcd-keyfile={}", etcd_client_key.display()),
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 &format!("--secure-port={apiserver_port}"),
@@ -306,6 +338,7 @@ impl LocalControlPlaneBuilder {
         let plane = LocalControlPlane {
             apiserver,
             etcd,
+            etcd_url,
             client,
             http,
             server_url,
@@ -330,6 +363,7 @@ pub struct LocalControlPlane {
     // Field order is drop order: the apiserver stops before its etcd.
     apiserver: ManagedChild,
     etcd: ManagedChild,
+    etcd_url: String,
     client: kube::Client,
     http: reqwest::Client,
     server_url: String,
@@ -364,6 +398,11 @@ impl LocalControlPlane {
     }
 
     /// `https://127.0.0.1:PORT`: the API server, and the service-account issuer (`iss` of its tokens).
+    /// etcd's client URL (`https://127.0.0.1:PORT`; it answers only clients with a certificate of the run CA).
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
     pub fn server_url(&self) -> &str {
         &self.server_url
     }
