@@ -77,7 +77,7 @@ pub async fn fetch_discovery_jwks(issuer: &TrustedIssuer) -> Result<JwkSet, Stri
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("GET {discovery_url}: {e}"))?
+        .map_err(|e| format!("GET {discovery_url}: {}", describe(&e)))?
         .json()
         .await
         .map_err(|e| format!("GET {discovery_url}: body is not JSON: {e}"))?;
@@ -89,11 +89,26 @@ pub async fn fetch_discovery_jwks(issuer: &TrustedIssuer) -> Result<JwkSet, Stri
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("GET {jwks_uri}: {e}"))?
+        .map_err(|e| format!("GET {jwks_uri}: {}", describe(&e)))?
         .json()
         .await
         .map_err(|e| format!("GET {jwks_uri}: body is not JSON: {e}"))?;
     parse_jwks(&jwks).map_err(|e| format!("{jwks_uri}: {e}"))
+}
+
+/// A fetch error with its causes (reqwest's own message is only "error sending request").
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", FETCH_TIMEOUT.as_secs());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Most a token request waits for a discovery fetch of its issuer (the fetch itself may run on, up to
