@@ -211,9 +211,9 @@ impl IssuerKeys {
     }
 
     /// Make the key `kid` of a discovery issuer available to [`IssuerKeys::key_for`] if it can be within
-    /// `wait`: returns at once when it is cached; otherwise starts a fetch (or joins the one in flight; at
-    /// most one per [`RELOAD_INTERVAL`] after the last one ended) and waits for it at most `wait`. Only the
-    /// caller waits: the fetch runs in its own task. No-op for inline and file sources.
+    /// `wait`: returns at once when it is cached; otherwise starts a fetch (or joins the one in flight; a
+    /// reload for an unknown kid at most once per `RELOAD_INTERVAL`) and waits for it at most `wait`.
+    /// Only the caller waits: the fetch runs in its own task. No-op for inline and file sources.
     pub async fn prepare(&self, issuer: &TrustedIssuer, kid: Option<&str>, wait: Duration) {
         if !issuer.discovery {
             return;
@@ -227,9 +227,13 @@ impl IssuerKeys {
             match &entry.in_flight {
                 Some(rx) => rx.clone(),
                 None => {
-                    if entry
-                        .fetched_at
-                        .is_some_and(|t| t.elapsed() < RELOAD_INTERVAL)
+                    // Keys loaded but this kid unknown: reload at most once per RELOAD_INTERVAL. Never
+                    // loaded (the issuer was down, e.g. an apiserver starting after the mock): always try
+                    // again — the fetch runs in the background and is bounded, so retrying costs nobody.
+                    if entry.set.is_some()
+                        && entry
+                            .fetched_at
+                            .is_some_and(|t| t.elapsed() < RELOAD_INTERVAL)
                     {
                         return;
                     }

@@ -853,24 +853,20 @@ impl Shared {
                 .map(|b| (b, None)),
             Endpoint::Keys => Ok((self.signing.jwks(), None)),
             Endpoint::TokenV2 | Endpoint::TokenV1 => {
+                // Entra reads only form bodies: a JSON body (or one without a Content-Type) is as
+                // good as none. Public sample (Stack Overflow question 76152009, a JSON body to
+                // /oauth2/v2.0/token): `invalid_request`, "AADSTS900144: The request body must contain
+                // the following parameter: 'grant_type'."
+                let body: &[u8] = if is_form(request) { &request.body } else { &[] };
                 if request.method != Method::POST {
                     Err(EntraError::post_only(request.method.as_str()))
-                } else if let Err(e) = check_form(&request.body) {
+                } else if let Err(e) = check_form(body) {
                     // Journal what can be read of it all the same (lossy), never the credential.
-                    let form = token::parse_form(&request.body);
+                    let form = token::parse_form(body);
                     entry.client_id = form.get("client_id").cloned();
                     entry.grant_type = form.get("grant_type").cloned();
                     Err(e)
                 } else {
-                    let body: &[u8] = if is_form(request) {
-                        &request.body
-                    } else {
-                        // Entra reads only form bodies: a JSON body (or one without a Content-Type)
-                        // is as good as none. Public sample (Stack Overflow question 76152009, a JSON
-                        // body to /oauth2/v2.0/token): `invalid_request`, "AADSTS900144: The request body
-                        // must contain the following parameter: 'grant_type'."
-                        &[]
-                    };
                     self.prepare_issuer_keys(body).await;
                     let version = if endpoint == Endpoint::TokenV2 {
                         TokenEndpointVersion::V2

@@ -139,6 +139,62 @@ async fn dead_issuer_discovery_holds_up_only_its_own_request() {
     );
 }
 
+/// An issuer that is down when the mock starts (an apiserver starting after it) is fetched again on the
+/// next token request, not served a cached failure.
+#[tokio::test]
+async fn issuer_that_comes_up_after_the_mock_is_fetched_on_demand() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let issuer_url = format!("https://{addr}/{TENANT}/v2.0");
+    let ca = mock_aad::ca::TestCa::generate("late issuer CA").unwrap();
+    let cert = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("issuer-ca.crt");
+    std::fs::write(&ca_file, &cert.ca_pem).unwrap();
+    let mut config = example_config();
+    config.trusted_issuers.push(TrustedIssuer {
+        issuer: issuer_url.clone(),
+        discovery: true,
+        ca_file: Some(ca_file),
+        ..Default::default()
+    });
+    config.tenants[0].apps[0]
+        .federated_identity_credentials
+        .push(FederatedIdentityCredential {
+            name: "late-apiserver".into(),
+            issuer: issuer_url.clone(),
+            subject: SUBJECT.into(),
+            audiences: vec!["api://AzureADTokenExchange".into()],
+        });
+    let (mock, client) = start(config).await;
+    let form = assertion_form(
+        CLIENT,
+        &TestIssuer::new(issuer_url.clone(), RsaSigningKey::entra_test_key())
+            .mint(&AssertionSpec::new(SUBJECT))
+            .unwrap(),
+        SCOPE,
+    );
+    // Nothing listens yet: refused, answered at once.
+    let ((status, body), took) = timed(post_token(&client, &mock, TENANT, &form)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_entra_error(&body, 50166);
+    assert!(took < PROMPT, "{took:?}");
+
+    // The issuer comes up (another mock serves its discovery and keys); the very next request works.
+    let _issuer = EntraMock::builder(example_config())
+        .with_listen(addr)
+        .with_tls(cert)
+        .start()
+        .await
+        .expect("issuer starts on the reserved port");
+    let (status, body) = post_token(&client, &mock, TENANT, &form).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn silent_clients_do_not_stop_others_being_served() {
     let (mock, client) = start_example().await;
@@ -395,6 +451,14 @@ async fn malformed_token_requests_get_entra_shaped_400s() {
             mentions: "'grant_type'",
         },
         Malformed {
+            // Not read as a form at all, so its `%` and `&` are no bad escapes or parameters.
+            name: "JSON with form metacharacters",
+            content_type: Some("application/json"),
+            body: br#"{"grant_type":"client_credentials&client_id=%ZZ"}"#.to_vec(),
+            code: 900144,
+            mentions: "'grant_type'",
+        },
+        Malformed {
             name: "JSON instead of a form",
             content_type: Some("application/json"),
             body: json_body,
@@ -433,13 +497,13 @@ async fn malformed_token_requests_get_entra_shaped_400s() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let journal = mock.token_requests();
-    assert_eq!(journal.len(), 10);
+    assert_eq!(journal.len(), 11);
     assert_eq!(
         journal
             .iter()
             .filter(|e| e.outcome == Outcome::EntraError && e.status == 400)
             .count(),
-        9
+        10
     );
 }
 
