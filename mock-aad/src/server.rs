@@ -687,13 +687,13 @@ impl Reply {
         self
     }
     fn into_response(self) -> hyper::Response<Full<Bytes>> {
-        let mut response = hyper::Response::new(Full::new(Bytes::from(
-            self.body.clone().unwrap_or_default(),
-        )));
+        let json = self.body.is_some();
+        let mut response =
+            hyper::Response::new(Full::new(Bytes::from(self.body.unwrap_or_default())));
         *response.status_mut() = hyper::StatusCode::from_u16(self.status)
             .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
         let headers = response.headers_mut();
-        if self.body.is_some() {
+        if json {
             // What Entra sends.
             headers.insert(
                 hyper::header::CONTENT_TYPE,
