@@ -265,6 +265,54 @@ impl EntraError {
         )
     }
 
+    /// A parameter sent twice. Public sample (MicrosoftDocs/azure-dev-docs#934, POST /oauth2/v2.0/token):
+    /// `[invalid_request] AADSTS9000411: The request is not properly formatted. The parameter 'scope' is
+    /// duplicated.`
+    pub fn duplicated_parameter(name: &str) -> Self {
+        Self::new(
+            400,
+            "invalid_request",
+            9000411,
+            format!("The request is not properly formatted. The parameter '{name}' is duplicated."),
+        )
+    }
+
+    /// Entra's generic malformed-request error ("AADSTS9002313: Invalid request. Request is malformed or
+    /// invalid.", seen publicly on the token endpoint), with what the mock found wrong in parentheses.
+    pub fn malformed_request(why: &str) -> Self {
+        Self::new(
+            400,
+            "invalid_request",
+            9002313,
+            format!("Invalid request. Request is malformed or invalid. ({why})"),
+        )
+    }
+
+    /// A body over the mock's limit. No public sample of what Entra's front end answers (it is not an STS
+    /// error); 413 with the malformed-request code, naming the limit.
+    pub fn request_too_large(limit_bytes: usize) -> Self {
+        Self {
+            status: 413,
+            ..Self::malformed_request(&format!(
+                "the request body is larger than {limit_bytes} bytes; token requests are a few KiB"
+            ))
+        }
+    }
+
+    /// A body that did not arrive in time (e.g. shorter than its Content-Length). AADSTS90012 is
+    /// "RequestTimeout - The request has timed out." in Entra's error code reference.
+    pub fn request_timeout(after: std::time::Duration) -> Self {
+        Self::new(
+            408,
+            "invalid_request",
+            90012,
+            format!(
+                "The request has timed out. (the request body did not arrive in full within {} s; is Content-Length larger than the body?)",
+                after.as_secs()
+            ),
+        )
+    }
+
     pub fn throttled() -> Self {
         Self::new(
             429,

@@ -1,9 +1,17 @@
-//! `EntraMock`: the Entra endpoints as wiremock mocks whose responders mint tokens, behind a rustls TLS
-//! terminator that relays each connection to wiremock's loopback HTTP port.
+//! `EntraMock`: the Entra endpoints over HTTPS — rustls, then hyper's HTTP/1.1 server, one task per connection
+//! on the caller's tokio runtime.
 //!
 //! ```text
-//! client --TLS--> [listen addr: tokio-rustls terminator] --plain TCP--> [127.0.0.1:random: wiremock]
+//! client --TCP--> [accept loop] --spawn--> [TLS handshake, bounded] --> [hyper http1] --> handler (async)
 //! ```
+//!
+//! Nothing one client does can stall another: the accept loop only accepts (an accept error such as EMFILE
+//! is logged and retried after a short backoff); each handshake runs in its connection's task with a
+//! timeout; request bodies are read with a size limit ([`MAX_BODY_BYTES`]) and a time limit
+//! ([`BODY_READ_TIMEOUT`]); an issuer's OIDC discovery runs in a background task ([`IssuerKeys`]) and only
+//! the token request that needs it waits, at most [`crate::issuers::DISCOVERY_WAIT`]. (The endpoints used
+//! to be wiremock mocks; wiremock runs every request on one thread with synchronous responders and reads
+//! bodies unbounded, so one dead issuer stalled every client for the length of its fetch.)
 //!
 //! Endpoints (any tenant path segment; unknown tenants get Entra's AADSTS90002):
 //! - `GET /{common|tenant}/discovery/instance` — instance discovery (MSAL for non-trusted authority hosts)
@@ -21,18 +29,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+use std::convert::Infallible;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::Method;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use wiremock::matchers::{any, method, path_regex};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::ca::{CaError, IssuedCert, TestCa};
 use crate::config::{ConfigError, EntraConfig};
 use crate::entra_error::EntraError;
 use crate::faults::{Fault, FaultEndpoint, FaultKind, FaultTable};
-use crate::issuers::IssuerKeys;
+use crate::issuers::{IssuerKeys, DISCOVERY_WAIT};
 use crate::journal::{Journal, JournalEntry, Outcome};
 use crate::keys::{KeyError, RsaSigningKey};
 use crate::token::{self, TokenEndpointVersion, TokenRequestSummary, TokenService};
@@ -49,6 +62,18 @@ const DEFAULT_CERT_NAMES: [&str; 6] = [
     "::1",
 ];
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's default, set explicitly: a client that sends half a request line is dropped after this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request body read (token requests are a few KiB; MSAL's largest carry one assertion).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A too-large body is read and discarded up to this much before the 413 goes out, so a client that is
+/// still writing gets the answer instead of a connection reset; beyond it the connection is just closed.
+const DRAIN_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+/// Time a request body may take to arrive in full (a body shorter than its Content-Length ends here).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff after a failed `accept` (EMFILE and the like), doubled per failure up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long `shutdown` lets open connections finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -155,7 +180,8 @@ impl EntraMockBuilder {
         self
     }
 
-    /// Bind, start wiremock and the TLS terminator. Returns when the mock accepts connections.
+    /// Bind and start serving. Returns when the mock accepts connections (must run inside a tokio runtime;
+    /// the mock's tasks run on it).
     pub async fn start(self) -> Result<EntraMock, MockError> {
         let started = Instant::now();
         let config = self.config;
@@ -237,19 +263,14 @@ impl EntraMockBuilder {
         for f in &shared.config.faults {
             shared.faults.add(f.clone());
         }
-
-        // Request recording off: the journal is ours (it knows outcomes), and recording every body would
-        // grow without bound in long runs.
-        let wiremock = MockServer::builder()
-            .disable_request_recording()
-            .start()
-            .await;
-        mount_endpoints(&wiremock, &shared).await;
-        let backend = *wiremock.address();
+        // Fetch ahead: the first token request then finds the issuers' keys cached.
+        shared
+            .issuer_keys
+            .prefetch(shared.config.trusted_issuers.iter());
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-        let task = tokio::spawn(accept_loop(listener, acceptor, backend, shutdown_rx));
+        let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone(), shutdown_rx));
 
         let host_ip = if addr.ip().is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -265,7 +286,6 @@ impl EntraMockBuilder {
             ca_file,
             ca_pem: cert.ca_pem,
             _state_tmp: state_tmp,
-            wiremock: Some(wiremock),
             shutdown: Some(shutdown_tx),
             acceptor_task: Some(task),
             ready_after: started.elapsed(),
@@ -281,7 +301,6 @@ pub struct EntraMock {
     ca_file: PathBuf,
     ca_pem: String,
     _state_tmp: Option<tempfile::TempDir>,
-    wiremock: Option<MockServer>,
     shutdown: Option<watch::Sender<bool>>,
     acceptor_task: Option<JoinHandle<()>>,
     ready_after: Duration,
@@ -382,7 +401,7 @@ impl EntraMock {
         self.shared.faults.active()
     }
 
-    /// Stop accepting, let open connections finish briefly, stop wiremock.
+    /// Stop accepting, let open connections finish briefly, then close them.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
@@ -390,7 +409,6 @@ impl EntraMock {
         if let Some(task) = self.acceptor_task.take() {
             let _ = task.await;
         }
-        drop(self.wiremock.take());
     }
 }
 
@@ -405,26 +423,36 @@ impl Drop for EntraMock {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    backend: SocketAddr,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
                     let acceptor = acceptor.clone();
+                    let shared = shared.clone();
+                    // The handshake runs in the connection's own task: a client that connects and stays
+                    // silent holds up nobody but itself, and only until TLS_HANDSHAKE_TIMEOUT.
                     conns.spawn(async move {
-                        if let Err(e) = relay(tcp, acceptor, backend).await {
+                        if let Err(e) = serve_connection(tcp, acceptor, shared).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Out of file descriptors and the like: the pending connection stays in the backlog;
+                    // back off instead of spinning, and keep serving once descriptors free up.
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -438,21 +466,123 @@ async fn accept_loop(
     conns.shutdown().await;
 }
 
-async fn relay(
+async fn serve_connection(
     tcp: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
-    backend: SocketAddr,
-) -> std::io::Result<()> {
+    shared: Arc<Shared>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tcp.set_nodelay(true)?;
-    let mut tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+    let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
         })??;
-    let mut upstream = TcpStream::connect(backend).await?;
-    upstream.set_nodelay(true)?;
-    tokio::io::copy_bidirectional(&mut tls, &mut upstream).await?;
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        .await?;
     Ok(())
+}
+
+/// One request: read the body under the limits, answer, add a fault's latency.
+async fn handle(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    // Origin-form targets only; anything else (`*`, a bare authority) is no endpoint of ours.
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
+    let url = reqwest::Url::parse(&format!("http://mock-aad.invalid{target}"))
+        .unwrap_or_else(|_| reqwest::Url::parse("http://mock-aad.invalid/").expect("a valid URL"));
+    let endpoint = Endpoint::route(&parts.method, url.path());
+    let body = read_body(&parts.headers, body).await;
+    let mut request = HttpRequest {
+        method: parts.method,
+        url,
+        headers: parts.headers,
+        body: Bytes::new(),
+    };
+    let reply = match body {
+        Ok(bytes) => {
+            request.body = bytes;
+            match endpoint {
+                Endpoint::Admin => shared.admin(&request),
+                _ => shared.entra(endpoint, &request).await,
+            }
+        }
+        Err(e) => shared.body_error(endpoint, &request, e),
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    reply.into_response()
+}
+
+/// Why a request body was not read.
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    /// Not complete within BODY_READ_TIMEOUT (e.g. shorter than its Content-Length, connection held open).
+    Timeout,
+    /// The connection ended or broke mid-body.
+    Broken(String),
+}
+
+/// The body, at most MAX_BODY_BYTES, within BODY_READ_TIMEOUT. A larger one is read on and discarded (up to
+/// DRAIN_LIMIT_BYTES, same deadline) so the client is reading when the 413 arrives; nothing beyond
+/// MAX_BODY_BYTES is ever kept.
+async fn read_body(headers: &HeaderMap, mut body: Incoming) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut too_large = declared.is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    if declared.is_some_and(|n| n > DRAIN_LIMIT_BYTES) {
+        return Err(BodyError::TooLarge);
+    }
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if too_large => return Err(BodyError::TooLarge),
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) if too_large => {
+                tracing::debug!(error = %e, "too-large body broke off while being discarded");
+                return Err(BodyError::TooLarge);
+            }
+            Ok(Some(Err(e))) => return Err(BodyError::Broken(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen += data.len() as u64;
+        if seen > MAX_BODY_BYTES as u64 {
+            too_large = true;
+            kept = Vec::new();
+        } else if !too_large {
+            kept.extend_from_slice(&data);
+        }
+        if seen > DRAIN_LIMIT_BYTES {
+            break;
+        }
+    }
+    if too_large {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
 }
 
 // --- endpoints ------------------------------------------------------------------------------------------------
@@ -481,58 +611,33 @@ impl Endpoint {
             Endpoint::Admin | Endpoint::NotFound => None,
         }
     }
-}
 
-async fn mount_endpoints(server: &MockServer, shared: &Arc<Shared>) {
-    let r = |endpoint| EntraResponder {
-        endpoint,
-        shared: shared.clone(),
-    };
-    let routes: [(Option<&str>, &str, Endpoint); 7] = [
-        (
-            Some("GET"),
-            r"^/[^/]+/discovery/instance$",
-            Endpoint::InstanceDiscovery,
-        ),
-        (
-            Some("GET"),
-            r"^/[^/]+/v2\.0/\.well-known/openid-configuration$",
-            Endpoint::OpenidConfigurationV2,
-        ),
-        (
-            Some("GET"),
-            r"^/[^/]+/\.well-known/openid-configuration$",
-            Endpoint::OpenidConfigurationV1,
-        ),
-        (
-            Some("GET"),
-            r"^/[^/]+/discovery(/v2\.0)?/keys$",
-            Endpoint::Keys,
-        ),
-        (None, r"^/[^/]+/oauth2/v2\.0/token$", Endpoint::TokenV2),
-        (None, r"^/[^/]+/oauth2/token$", Endpoint::TokenV1),
-        (None, r"^/_admin(/.*)?$", Endpoint::Admin),
-    ];
-    for (verb, pattern, endpoint) in routes {
-        let mock = match verb {
-            Some(v) => Mock::given(method(v)).and(path_regex(pattern)),
-            None => Mock::given(path_regex(pattern)),
+    /// Discovery and keys answer GET only; token endpoints any verb (they answer a non-POST with Entra's
+    /// AADSTS900561); the tenant segment is any non-empty one.
+    fn route(method: &Method, path: &str) -> Endpoint {
+        if path == "/_admin" || path.starts_with("/_admin/") {
+            return Endpoint::Admin;
+        }
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
+        let Some((tenant, rest)) = segments.split_first() else {
+            return Endpoint::NotFound;
         };
-        server
-            .register(
-                mock.respond_with(r(endpoint))
-                    .named(format!("{endpoint:?}")),
-            )
-            .await;
+        if tenant.is_empty() {
+            return Endpoint::NotFound;
+        }
+        let get = method == Method::GET;
+        match rest {
+            ["discovery", "instance"] if get => Endpoint::InstanceDiscovery,
+            ["v2.0", ".well-known", "openid-configuration"] if get => {
+                Endpoint::OpenidConfigurationV2
+            }
+            [".well-known", "openid-configuration"] if get => Endpoint::OpenidConfigurationV1,
+            ["discovery", "keys"] | ["discovery", "v2.0", "keys"] if get => Endpoint::Keys,
+            ["oauth2", "v2.0", "token"] => Endpoint::TokenV2,
+            ["oauth2", "token"] => Endpoint::TokenV1,
+            _ => Endpoint::NotFound,
+        }
     }
-    server
-        .register(
-            Mock::given(any())
-                .respond_with(r(Endpoint::NotFound))
-                .with_priority(u8::MAX)
-                .named("not found"),
-        )
-        .await;
 }
 
 struct Shared {
@@ -543,43 +648,108 @@ struct Shared {
     journal: Journal,
 }
 
-struct EntraResponder {
-    endpoint: Endpoint,
-    shared: Arc<Shared>,
+/// What the handlers see of a request: its body already read under the limits.
+struct HttpRequest {
+    method: Method,
+    /// Path and query on a placeholder origin (for `query_pairs`).
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
-impl Respond for EntraResponder {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        if self.endpoint == Endpoint::Admin {
-            return self.shared.admin(request);
-        }
-        self.shared.entra(self.endpoint, request)
-    }
-}
-
-fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
+fn header<'r>(request: &'r HttpRequest, name: &str) -> Option<&'r str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn json_response(status: u16, body: &impl Serialize) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(body)
+/// An answer, before it becomes a hyper response.
+struct Reply {
+    status: u16,
+    /// JSON; none for 204.
+    body: Option<Vec<u8>>,
+    retry_after: Option<String>,
+    delay: Duration,
+    /// Close the connection after answering (the request body was not read to its end).
+    close: bool,
 }
 
-impl Shared {
-    fn entra(&self, endpoint: Endpoint, request: &Request) -> ResponseTemplate {
+impl Reply {
+    fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            body: None,
+            retry_after: None,
+            delay: Duration::ZERO,
+            close: false,
+        }
+    }
+    fn with_delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+    fn into_response(self) -> hyper::Response<Full<Bytes>> {
+        let json = self.body.is_some();
+        let mut response =
+            hyper::Response::new(Full::new(Bytes::from(self.body.unwrap_or_default())));
+        *response.status_mut() = hyper::StatusCode::from_u16(self.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        if json {
+            // What Entra sends.
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+        if let Some(v) = self
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            headers.insert(hyper::header::RETRY_AFTER, v);
+        }
+        if self.close {
+            headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+fn json_response(status: u16, body: &impl Serialize) -> Reply {
+    Reply {
+        body: Some(serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec())),
+        ..Reply::empty(status)
+    }
+}
+
+/// What every journaled answer starts from.
+struct RequestMeta {
+    path: String,
+    tenant: String,
+    host: Option<String>,
+    correlation_id: String,
+}
+
+impl RequestMeta {
+    fn of(request: &HttpRequest) -> RequestMeta {
         let path = request.url.path().to_string();
         let tenant = path.split('/').nth(1).unwrap_or("").to_string();
-        let host = header(request, "host").map(str::to_string);
-        let correlation_id = header(request, "client-request-id")
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut entry = JournalEntry {
+        RequestMeta {
+            tenant,
+            host: header(request, "host").map(str::to_string),
+            correlation_id: header(request, "client-request-id")
+                .map(str::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            path,
+        }
+    }
+
+    fn entry(&self, request: &HttpRequest) -> JournalEntry {
+        JournalEntry {
             seq: 0,
             at: now_rfc3339(),
             method: request.method.to_string(),
-            path: path.clone(),
-            host: host.clone(),
-            tenant: (!tenant.is_empty()).then(|| tenant.clone()),
+            path: self.path.clone(),
+            host: self.host.clone(),
+            tenant: (!self.tenant.is_empty()).then(|| self.tenant.clone()),
             client_id: None,
             grant_type: None,
             scope: None,
@@ -591,7 +761,51 @@ impl Shared {
             error: None,
             resource: None,
             added_latency_ms: None,
+        }
+    }
+}
+
+impl Shared {
+    /// A request whose body could not be read: an Entra-shaped error (admin requests get the admin shape),
+    /// and the connection is closed after it.
+    fn body_error(&self, endpoint: Endpoint, request: &HttpRequest, e: BodyError) -> Reply {
+        let err = match e {
+            BodyError::TooLarge => EntraError::request_too_large(MAX_BODY_BYTES),
+            BodyError::Timeout => EntraError::request_timeout(BODY_READ_TIMEOUT),
+            BodyError::Broken(why) => EntraError::malformed_request(&format!(
+                "the request body ended before it was complete ({why})"
+            )),
         };
+        let meta = RequestMeta::of(request);
+        let mut reply = if endpoint == Endpoint::Admin {
+            json_response(
+                err.status,
+                &AdminError {
+                    error: format!("AADSTS{}: {}", err.code, err.message),
+                },
+            )
+        } else {
+            let mut entry = meta.entry(request);
+            entry.status = err.status;
+            entry.outcome = Outcome::EntraError;
+            entry.error_code = Some(err.code);
+            entry.error = Some(err.error.to_string());
+            self.journal.record(entry);
+            json_response(err.status, &err.body(&meta.correlation_id))
+        };
+        reply.close = true;
+        reply
+    }
+
+    async fn entra(&self, endpoint: Endpoint, request: &HttpRequest) -> Reply {
+        let meta = RequestMeta::of(request);
+        let mut entry = meta.entry(request);
+        let RequestMeta {
+            path,
+            tenant,
+            host,
+            correlation_id,
+        } = meta;
 
         // Parse the token request first: faults can target a client id.
         let is_token = matches!(endpoint, Endpoint::TokenV2 | Endpoint::TokenV1);
@@ -612,10 +826,7 @@ impl Shared {
                 };
                 let mut t = json_response(err.status, &err.body(&correlation_id));
                 if fault.kind == FaultKind::Throttle {
-                    t = t.insert_header(
-                        "Retry-After",
-                        fault.retry_after_secs.unwrap_or(1).to_string().as_str(),
-                    );
+                    t.retry_after = Some(fault.retry_after_secs.unwrap_or(1).to_string());
                 }
                 entry.client_id = form_client_id;
                 entry.status = err.status;
@@ -624,7 +835,7 @@ impl Shared {
                 entry.error = Some(err.error.to_string());
                 entry.added_latency_ms = (!delay.is_zero()).then_some(delay.as_millis() as u64);
                 self.journal.record(entry);
-                return t.set_delay(delay);
+                return t.with_delay(delay);
             }
         }
         entry.added_latency_ms = (!delay.is_zero()).then_some(delay.as_millis() as u64);
@@ -642,9 +853,21 @@ impl Shared {
                 .map(|b| (b, None)),
             Endpoint::Keys => Ok((self.signing.jwks(), None)),
             Endpoint::TokenV2 | Endpoint::TokenV1 => {
-                if request.method.as_str() != "POST" {
+                // Entra reads only form bodies: a JSON body (or one without a Content-Type) is as
+                // good as none. Public sample (Stack Overflow question 76152009, a JSON body to
+                // /oauth2/v2.0/token): `invalid_request`, "AADSTS900144: The request body must contain
+                // the following parameter: 'grant_type'."
+                let body: &[u8] = if is_form(request) { &request.body } else { &[] };
+                if request.method != Method::POST {
                     Err(EntraError::post_only(request.method.as_str()))
+                } else if let Err(e) = check_form(body) {
+                    // Journal what can be read of it all the same (lossy), never the credential.
+                    let form = token::parse_form(body);
+                    entry.client_id = form.get("client_id").cloned();
+                    entry.grant_type = form.get("grant_type").cloned();
+                    Err(e)
                 } else {
+                    self.prepare_issuer_keys(body).await;
                     let version = if endpoint == Endpoint::TokenV2 {
                         TokenEndpointVersion::V2
                     } else {
@@ -656,7 +879,7 @@ impl Shared {
                         issuer_keys: &self.issuer_keys,
                     };
                     let mut summary = TokenRequestSummary::default();
-                    let r = service.handle(&tenant, &request.body, version, &mut summary);
+                    let r = service.handle(&tenant, body, version, &mut summary);
                     entry.client_id = summary.client_id;
                     entry.grant_type = summary.grant_type;
                     entry.scope = summary.scope;
@@ -673,9 +896,10 @@ impl Shared {
                     404,
                     &serde_json::json!({"error": "not_found", "error_description": format!("mock-aad has no endpoint {path}")}),
                 )
-                .set_delay(delay);
+                .with_delay(delay);
             }
-            Endpoint::Admin => unreachable!("admin requests are answered by Shared::admin"),
+            // Not routed here (`handle` sends admin requests to `admin`); answered, never a panic.
+            Endpoint::Admin => return self.admin(request),
         };
         let template = match result {
             Ok((body, resource)) => {
@@ -694,13 +918,36 @@ impl Shared {
             }
         };
         self.journal.record(entry);
-        template.set_delay(delay)
+        template.with_delay(delay)
+    }
+
+    /// If the body's assertion names a discovery issuer whose keys are not cached, fetch them (in the
+    /// background) and wait for them at most DISCOVERY_WAIT: only this request waits.
+    async fn prepare_issuer_keys(&self, body: &[u8]) {
+        let form = token::parse_form(body);
+        let Some(assertion) = form.get("client_assertion") else {
+            return;
+        };
+        let Some(iss) = token::unverified_claims(assertion)
+            .and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_string))
+        else {
+            return;
+        };
+        let Some(issuer) = self.config.trusted_issuer(&iss) else {
+            return;
+        };
+        let kid = jsonwebtoken::decode_header(assertion)
+            .ok()
+            .and_then(|h| h.kid);
+        self.issuer_keys
+            .prepare(issuer, kid.as_deref(), DISCOVERY_WAIT)
+            .await;
     }
 
     /// MSAL asks this for authorities on hosts it does not know; it follows `tenant_discovery_endpoint`.
     fn instance_discovery(
         &self,
-        request: &Request,
+        request: &HttpRequest,
         host: &str,
     ) -> Result<serde_json::Value, EntraError> {
         let auth_endpoint = request
@@ -816,7 +1063,7 @@ impl Shared {
         Ok(doc)
     }
 
-    fn admin(&self, request: &Request) -> ResponseTemplate {
+    fn admin(&self, request: &HttpRequest) -> Reply {
         let path = request.url.path();
         let verb = request.method.as_str();
         match (verb, path) {
@@ -824,12 +1071,12 @@ impl Shared {
             ("GET", "/_admin/journal") => json_response(200, &self.journal.entries()),
             ("DELETE", "/_admin/journal") => {
                 self.journal.clear();
-                ResponseTemplate::new(204)
+                Reply::empty(204)
             }
             ("GET", "/_admin/faults") => json_response(200, &self.faults.active()),
             ("DELETE", "/_admin/faults") => {
                 self.faults.clear();
-                ResponseTemplate::new(204)
+                Reply::empty(204)
             }
             ("POST", "/_admin/faults") => match serde_json::from_slice::<Fault>(&request.body) {
                 Ok(f) => match f.validate() {
@@ -856,6 +1103,77 @@ impl Shared {
             ),
         }
     }
+}
+
+/// `application/x-www-form-urlencoded`, parameters (`; charset=utf-8`) allowed.
+fn is_form(request: &HttpRequest) -> bool {
+    header(request, "content-type")
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Checks of a token request's form that come before any OAuth logic: every name and value must
+/// percent-decode to UTF-8, and no parameter may come twice.
+///
+/// Entra answers a repeated parameter with `invalid_request` AADSTS9000411 "The request is not properly
+/// formatted. The parameter 'scope' is duplicated." (public sample: MicrosoftDocs/azure-dev-docs#934, a POST
+/// to /oauth2/v2.0/token). For undecodable bytes there is no public sample of the token endpoint; the mock
+/// answers AADSTS9002313 "Invalid request. Request is malformed or invalid.", Entra's generic malformed-request
+/// error (public samples on the token endpoint for malformed refresh requests), naming the parameter.
+fn check_form(body: &[u8]) -> Result<(), EntraError> {
+    let mut seen: HashSet<String> = HashSet::new();
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (raw_name, raw_value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        let name = percent_decode(raw_name)
+            .map_err(|why| EntraError::malformed_request(&format!("a parameter name {why}")))?;
+        let name = String::from_utf8(name).map_err(|_| {
+            EntraError::malformed_request("a parameter name is not UTF-8 after percent-decoding")
+        })?;
+        let shown: String = name.chars().take(64).collect();
+        let value = percent_decode(raw_value).map_err(|why| {
+            EntraError::malformed_request(&format!("the value of parameter '{shown}' {why}"))
+        })?;
+        if std::str::from_utf8(&value).is_err() {
+            return Err(EntraError::malformed_request(&format!(
+                "the value of parameter '{shown}' is not UTF-8 after percent-decoding"
+            )));
+        }
+        if !seen.insert(name) {
+            return Err(EntraError::duplicated_parameter(&shown));
+        }
+    }
+    Ok(())
+}
+
+/// `application/x-www-form-urlencoded` decoding that fails on a bad escape (`%` not followed by two hex
+/// digits) instead of keeping it literally.
+fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |j: usize| raw.get(j).and_then(|c| (*c as char).to_digit(16));
+                match (hex(i + 1), hex(i + 2)) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        i += 2;
+                    }
+                    _ => return Err(format!("has an invalid percent-escape at byte {i}")),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Ok(out)
 }
 
 #[derive(Serialize, Deserialize)]
