@@ -1,13 +1,13 @@
 //! The front's record of every authentication decision, for tests and the diagnostics bundle.
 //!
-//! Passwords are never stored: a token appears as its length and the first 12 hex digits of its SHA-256, enough
-//! to tell two tokens apart in a report without making the journal a credential store.
+//! Passwords are never stored, nor anything derived from them that would let a reader confirm a guess (a hash
+//! prefix does: hash the guess and compare). A password appears as its length and whether it has the shape of a
+//! JWT — what a report needs to tell "KEDA sent nothing", "sent a token" and "sent a stray secret" apart.
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::tokens::TokenIdentity;
 
@@ -15,17 +15,27 @@ use super::tokens::TokenIdentity;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedactedSecret {
     pub len: usize,
-    pub sha256_prefix: String,
+    /// Three non-empty base64url segments joined by dots (RFC 7515 compact serialisation), as every Entra
+    /// access token is. Says nothing about the token's validity.
+    pub looks_like_jwt: bool,
 }
 
 impl RedactedSecret {
     pub fn of(secret: &[u8]) -> Self {
-        let digest = Sha256::digest(secret);
         Self {
             len: secret.len(),
-            sha256_prefix: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+            looks_like_jwt: looks_like_jwt(secret),
         }
     }
+}
+
+fn looks_like_jwt(secret: &[u8]) -> bool {
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    let segments: Vec<&[u8]> = secret.split(|b| *b == b'.').collect();
+    segments.len() == 3
+        && segments
+            .iter()
+            .all(|s| !s.is_empty() && s.iter().all(base64url))
 }
 
 /// What the front decided for one connection.
@@ -44,8 +54,11 @@ pub enum AuthOutcome {
     Passthrough,
     /// A valid token, but the session could not be opened upstream.
     UpstreamFailed { reason: String },
-    /// The client hung up or broke the protocol before authenticating.
+    /// The client hung up, stalled past a timeout or broke the protocol before authenticating.
     Abandoned { reason: String },
+    /// The front refused the startup packet itself with this FATAL (repeated or unforwardable parameters, no
+    /// user, too many clients) before any password exchange; nothing was sent upstream.
+    StartupRefused { sqlstate: String, message: String },
     /// A CancelRequest for a live session, forwarded upstream.
     CancelForwarded,
     /// A CancelRequest with a key the front never handed out: dropped.
@@ -107,5 +120,43 @@ impl AuthJournal {
             .iter()
             .map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_secret_keeps_only_length_and_shape() {
+        let jwt = b"eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl_-";
+        assert_eq!(
+            RedactedSecret::of(jwt),
+            RedactedSecret {
+                len: jwt.len(),
+                looks_like_jwt: true
+            }
+        );
+        for not_jwt in [
+            &b""[..],
+            b"hunter2",
+            b"a.b",
+            b"a..c",
+            b"a.b.c.d",
+            b"a.b.c=",
+            b"a.b+/.c",
+            b"\xff.\xfe.\xfd",
+        ] {
+            assert!(
+                !RedactedSecret::of(not_jwt).looks_like_jwt,
+                "{not_jwt:?} is not a JWT"
+            );
+        }
+        // Nothing in the serialised form is derived from the bytes beyond length and shape: two different
+        // secrets of one length and shape journal identically, so a guess cannot be confirmed from a journal.
+        assert_eq!(
+            serde_json::to_string(&RedactedSecret::of(b"aaaa.bbbb.cccc")).unwrap(),
+            serde_json::to_string(&RedactedSecret::of(b"xxxx.yyyy.zzzz")).unwrap()
+        );
     }
 }

@@ -19,6 +19,13 @@
 //! the front's address, or set [`FrontConfig::with_upstream_password`] for a server that asks for a cleartext
 //! password. Roles that are not Entra principals are refused, or handed to the server's own authentication with
 //! [`FrontConfig::with_passthrough_non_entra`].
+//!
+//! Hostile clients: the startup packet is parsed strictly ([`wire::LayoutError`]: a repeated parameter, a broken
+//! layout or non-UTF-8 text is FATAL 08P01), and the upstream StartupMessage of an Entra role is rebuilt from the
+//! checked `user` and `database` plus the settings in [`FORWARDED_PARAMETERS`] — never the client's bytes. Each
+//! wait for the client (TLS handshake, startup packet, password) is bounded, a stalled client is dropped and
+//! journaled as abandoned, and at most [`DEFAULT_MAX_SESSIONS`] connections (configurable) are served at once;
+//! the next get PostgreSQL's `sorry, too many clients already` (53300).
 
 pub mod journal;
 pub mod tokens;
@@ -29,9 +36,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub use journal::{AuthDecision, AuthJournal, AuthOutcome, RedactedSecret};
@@ -46,6 +55,29 @@ use wire::{Message, ServerError, StartupPacket, WireError};
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The largest message the front reads at all during authentication; longer ones break the protocol (08P01).
 const MAX_AUTH_MESSAGE: usize = 1024 * 1024;
+/// How long the front waits for each of: the TLS handshake, the startup packet, the password message.
+/// PostgreSQL's own bound on the whole startup phase is `authentication_timeout` (60 s); the front's waits are
+/// per step and shorter, since a real client answers each within milliseconds.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (PostgreSQL's `max_connections` is 100 by default; Azure's depends on the SKU).
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+
+/// The startup parameters, besides `user` and `database`, that the front forwards upstream for an Entra role:
+/// settings any role may SET itself anyway, which common drivers send at startup (libpq: application_name,
+/// client_encoding; sqlx and JDBC: DateStyle, TimeZone, extra_float_digits; Npgsql: search_path, TimeZone).
+/// Matched without regard to case, as PostgreSQL matches setting names. Anything else is refused with 0A000
+/// rather than dropped, so a client never gets a session silently different from the one it asked for — in
+/// particular `options` (it carries `-c name=value` switches the front would have to parse to check) and
+/// `replication` (a WAL sender, not a session).
+pub const FORWARDED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+    "search_path",
+];
 
 /// Where the real server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +110,10 @@ pub struct FrontConfig {
     passthrough_non_entra: Option<Upstream>,
     upstream_password: Option<String>,
     max_token_bytes: usize,
+    tls_handshake_timeout: Duration,
+    startup_packet_timeout: Duration,
+    password_timeout: Duration,
+    max_sessions: usize,
 }
 
 impl FrontConfig {
@@ -92,6 +128,10 @@ impl FrontConfig {
             passthrough_non_entra: None,
             upstream_password: None,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            tls_handshake_timeout: DEFAULT_STEP_TIMEOUT,
+            startup_packet_timeout: DEFAULT_STEP_TIMEOUT,
+            password_timeout: DEFAULT_STEP_TIMEOUT,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 
@@ -132,6 +172,36 @@ impl FrontConfig {
         self.max_token_bytes = max;
         self
     }
+
+    /// How long a client may take over the TLS handshake after `S` (default [`DEFAULT_STEP_TIMEOUT`]).
+    pub fn with_tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tls_handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send each startup-phase packet — SSLRequest, GSSENCRequest,
+    /// StartupMessage, CancelRequest — counted from the connection or the previous step (default
+    /// [`DEFAULT_STEP_TIMEOUT`]).
+    pub fn with_startup_packet_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_packet_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to answer the cleartext-password request (default [`DEFAULT_STEP_TIMEOUT`]).
+    pub fn with_password_timeout(mut self, timeout: Duration) -> Self {
+        self.password_timeout = timeout;
+        self
+    }
+
+    /// At most this many connections are served at once, from accept to close, authenticating or relaying
+    /// (default [`DEFAULT_MAX_SESSIONS`]). Over the cap a client still gets its startup packet read (within the
+    /// timeouts) and then FATAL 53300 `sorry, too many clients already`; CancelRequests are still forwarded, as
+    /// PostgreSQL forwards them when full. At most as many again are handled that way; connections beyond both
+    /// are closed unread.
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max;
+        self
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +224,9 @@ struct Shared {
     passthrough_non_entra: Option<Upstream>,
     upstream_password: Option<String>,
     max_token_bytes: usize,
+    tls_handshake_timeout: Duration,
+    startup_packet_timeout: Duration,
+    password_timeout: Duration,
     journal: AuthJournal,
     /// BackendKeyData (pid, secret) of sessions the front relays: only these may be cancelled through it.
     live_keys: Mutex<HashSet<[u8; 8]>>,
@@ -190,12 +263,18 @@ impl PgEntraFront {
             passthrough_non_entra: config.passthrough_non_entra,
             upstream_password: config.upstream_password,
             max_token_bytes: config.max_token_bytes,
+            tls_handshake_timeout: config.tls_handshake_timeout,
+            startup_packet_timeout: config.startup_packet_timeout,
+            password_timeout: config.password_timeout,
             journal: AuthJournal::default(),
             live_keys: Mutex::new(HashSet::new()),
             upstream_sessions: AtomicU64::new(0),
         });
         tracing::info!(%addr, upstream = %shared.upstream, tls = shared.tls.is_some(), "Entra front for PostgreSQL listening");
         let accept_shared = shared.clone();
+        let max_sessions = config.max_sessions.min(Semaphore::MAX_PERMITS);
+        let session_slots = Arc::new(Semaphore::new(max_sessions));
+        let refusal_slots = Arc::new(Semaphore::new(max_sessions));
         let accept_task = tokio::spawn(async move {
             // Sessions live in this set: aborting the accept task drops it, which aborts them all.
             let mut sessions = JoinSet::new();
@@ -204,7 +283,18 @@ impl PgEntraFront {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
-                            sessions.spawn(serve_connection(accept_shared.clone(), stream, peer));
+                            let admission = match session_slots.clone().try_acquire_owned() {
+                                Ok(slot) => Admission { over_cap: false, _slot: slot },
+                                Err(_) => match refusal_slots.clone().try_acquire_owned() {
+                                    Ok(slot) => Admission { over_cap: true, _slot: slot },
+                                    Err(_) => {
+                                        drop(stream);
+                                        record_closed_unread(&accept_shared, peer, max_sessions);
+                                        continue;
+                                    }
+                                },
+                            };
+                            sessions.spawn(serve_connection(accept_shared.clone(), stream, peer, admission));
                         }
                         Err(e) => {
                             tracing::warn!("Entra front accept failed: {e}");
@@ -253,6 +343,41 @@ impl Drop for PgEntraFront {
     }
 }
 
+/// A connection's place under the session cap; dropped (freeing the slot) when the connection ends.
+struct Admission {
+    /// Over the cap: read the startup packet, then 53300.
+    over_cap: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+fn record_closed_unread(shared: &Shared, peer: SocketAddr, max_sessions: usize) {
+    shared.journal.record(AuthDecision {
+        seq: 0,
+        unix_ms: 0,
+        peer: peer.to_string(),
+        tls: false,
+        user: None,
+        database: None,
+        password: None,
+        outcome: AuthOutcome::Abandoned {
+            reason: format!(
+                "closed unread: {max_sessions} sessions and {max_sessions} over-cap refusals already in progress"
+            ),
+        },
+    });
+}
+
+/// Bound one wait for the client.
+async fn within<T>(
+    after: Duration,
+    what: &'static str,
+    step: impl std::future::Future<Output = Result<T, WireError>>,
+) -> Result<T, WireError> {
+    tokio::time::timeout(after, step)
+        .await
+        .unwrap_or(Err(WireError::TimedOut { what, after }))
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -280,7 +405,12 @@ impl Attempt {
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+) {
     let mut attempt = Attempt {
         peer,
         tls: false,
@@ -288,7 +418,7 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
         database: None,
         password: None,
     };
-    if let Err(e) = negotiate(&shared, tcp, &mut attempt).await {
+    if let Err(e) = negotiate(&shared, tcp, &mut attempt, admission.over_cap).await {
         attempt.record(
             &shared,
             AuthOutcome::Abandoned {
@@ -296,36 +426,57 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
             },
         );
     }
+    drop(admission);
 }
 
-/// Startup phase up to the StartupMessage, then authentication and relay. Errors are "the client went away or
-/// broke the protocol" — every decision the front makes itself is journaled where it is made.
+/// Startup phase up to the StartupMessage, then authentication and relay. Errors are "the client went away,
+/// stalled or broke the protocol" — every decision the front makes itself is journaled where it is made.
 async fn negotiate(
     shared: &Shared,
     mut tcp: TcpStream,
     attempt: &mut Attempt,
+    over_cap: bool,
 ) -> Result<(), WireError> {
-    let mut packet = wire::read_startup_packet(&mut tcp).await?;
+    // As PostgreSQL: each encryption request is answered once; a repeat falls through to the protocol-version
+    // check (and is refused there), so a client cannot keep the front busy with requests.
+    let (mut ssl_done, mut gss_done) = (false, false);
     loop {
+        let packet = within(
+            shared.startup_packet_timeout,
+            "startup packet",
+            wire::read_startup_packet(&mut tcp),
+        )
+        .await?;
         match packet.code {
-            wire::GSSENC_REQUEST => {
+            wire::GSSENC_REQUEST if !gss_done => {
+                gss_done = true;
                 wire::write_all(&mut tcp, b"N").await?;
-                packet = wire::read_startup_packet(&mut tcp).await?;
             }
-            wire::SSL_REQUEST => {
+            wire::SSL_REQUEST if !ssl_done => {
+                ssl_done = true;
                 let Some(acceptor) = &shared.tls else {
                     wire::write_all(&mut tcp, b"N").await?;
-                    packet = wire::read_startup_packet(&mut tcp).await?;
                     continue;
                 };
                 wire::write_all(&mut tcp, b"S").await?;
-                let mut tls = acceptor.accept(tcp).await?;
+                let mut tls = within(shared.tls_handshake_timeout, "TLS handshake", async {
+                    Ok(acceptor.accept(tcp).await?)
+                })
+                .await?;
                 attempt.tls = true;
-                let startup = wire::read_startup_packet(&mut tls).await?;
-                return authenticate(shared, Box::new(tls), startup, attempt).await;
+                let packet = within(
+                    shared.startup_packet_timeout,
+                    "startup packet",
+                    wire::read_startup_packet(&mut tls),
+                )
+                .await?;
+                if packet.code == wire::CANCEL_REQUEST {
+                    return forward_cancel(shared, packet, attempt).await;
+                }
+                return authenticate(shared, Box::new(tls), packet, attempt, over_cap).await;
             }
             wire::CANCEL_REQUEST => return forward_cancel(shared, packet, attempt).await,
-            _ => return authenticate(shared, Box::new(tcp), packet, attempt).await,
+            _ => return authenticate(shared, Box::new(tcp), packet, attempt, over_cap).await,
         }
     }
 }
@@ -367,27 +518,58 @@ async fn connect_upstream(upstream: &Upstream) -> Result<Box<dyn Io>, WireError>
     })
 }
 
+/// Refuse the startup packet with `err`, journaled as the front's own decision.
+async fn refuse_startup(
+    shared: &Shared,
+    client: &mut Box<dyn Io>,
+    attempt: &Attempt,
+    err: wire::ServerError,
+) -> Result<(), WireError> {
+    attempt.record(
+        shared,
+        AuthOutcome::StartupRefused {
+            sqlstate: err.code.into(),
+            message: err.message.clone(),
+        },
+    );
+    wire::write_all(client, &err.to_bytes()).await
+}
+
 async fn authenticate(
     shared: &Shared,
     mut client: Box<dyn Io>,
     startup: StartupPacket,
     attempt: &mut Attempt,
+    over_cap: bool,
 ) -> Result<(), WireError> {
+    // PostgreSQL's order (ProcessStartupPacket, then BackendInitialize): protocol version, parameter layout,
+    // user name, connection cap; then ClientAuthentication (the TLS requirement, then the password).
     if startup.code != wire::PROTOCOL_V3 {
-        let err = wire::protocol_violation(format!(
-            "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
-            startup.code >> 16,
-            startup.code & 0xffff
-        ));
-        wire::write_all(&mut client, &err.to_bytes()).await?;
-        return Err(WireError::Malformed("startup packet: unsupported protocol"));
+        let err = wire::unsupported_protocol_error(startup.code);
+        return refuse_startup(shared, &mut client, attempt, err).await;
     }
-    let params = startup.parameters()?;
+    let params = match startup.parameters() {
+        Ok(params) => params,
+        Err(layout) => {
+            let err = layout.to_server_error();
+            return refuse_startup(shared, &mut client, attempt, err).await;
+        }
+    };
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let user = param("user").unwrap_or_default();
-    let database = param("database").unwrap_or_else(|| user.clone());
+    // PostgreSQL: "The database defaults to the user name" when missing or empty.
+    let database = param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
     attempt.user = Some(user.clone());
     attempt.database = Some(database.clone());
+    if user.is_empty() {
+        return refuse_startup(shared, &mut client, attempt, wire::no_user_error()).await;
+    }
+    if over_cap {
+        let err = wire::too_many_clients_error();
+        return refuse_startup(shared, &mut client, attempt, err).await;
+    }
 
     if shared.tls.is_some() && !attempt.tls {
         let err = wire::no_hba_entry_error(&attempt.peer.ip().to_string(), &user, &database);
@@ -404,6 +586,8 @@ async fn authenticate(
         .find(|p| p.role == user)
         .cloned();
     if let (None, Some(server)) = (&principal, &shared.passthrough_non_entra) {
+        // The server authenticates this connection itself, so it gets the client's packet — already checked to
+        // say one thing (no repeats), so the server sees the user the front looked up.
         let mut upstream = connect_upstream(server).await?;
         wire::write_all(&mut upstream, &startup.to_bytes()).await?;
         shared.upstream_sessions.fetch_add(1, Ordering::SeqCst);
@@ -412,12 +596,38 @@ async fn authenticate(
         return Ok(());
     }
 
+    // What goes upstream for an Entra role: the checked user and database, then the allow-listed settings in
+    // the client's order. Built before the password exchange so a refused parameter costs the client no token.
+    let mut upstream_params = vec![
+        ("user".to_string(), user.clone()),
+        ("database".to_string(), database.clone()),
+    ];
+    for (name, value) in &params {
+        if name == "user" || name == "database" {
+            continue;
+        }
+        let Some(allowed) = FORWARDED_PARAMETERS
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(name))
+        else {
+            let err = wire::parameter_not_forwarded_error(name, FORWARDED_PARAMETERS);
+            return refuse_startup(shared, &mut client, attempt, err).await;
+        };
+        upstream_params.push((allowed.to_string(), value.clone()));
+    }
+
     wire::write_all(
         &mut client,
         &wire::auth_request(wire::AUTH_CLEARTEXT_PASSWORD),
     )
     .await?;
-    let msg = match wire::read_message(&mut client, MAX_AUTH_MESSAGE).await {
+    let msg = match within(
+        shared.password_timeout,
+        "password message",
+        wire::read_message(&mut client, MAX_AUTH_MESSAGE),
+    )
+    .await
+    {
         Ok(m) => m,
         Err(WireError::BadLength { len, .. }) => {
             let err = wire::protocol_violation(format!("invalid message length {len}"));
@@ -468,7 +678,7 @@ async fn authenticate(
         }
     };
 
-    let mut upstream = match open_upstream_session(shared, &params, &mut client).await {
+    let mut upstream = match open_upstream_session(shared, &upstream_params, &mut client).await {
         Ok(Some(upstream)) => upstream,
         Ok(None) => {
             // The server refused the session (no such database, ...): its ErrorResponse went to the client.
