@@ -264,14 +264,18 @@ async fn etcd_refuses_clients_without_the_run_certificate() {
     }
     // TLS trusting the run CA, but no client certificate: the handshake (or the request) is refused.
     let no_cert = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(plane.ca().ca_pem().as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(plane.ca().ca_pem().as_bytes()).unwrap(),
+        )
         .tls_built_in_root_certs(false)
         .no_proxy()
         .build()
         .unwrap();
     let res = no_cert.get(format!("{url}/v3/kv/range")).send().await;
     assert!(
-        res.as_ref().map(|r| !r.status().is_success()).unwrap_or(true),
+        res.as_ref()
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true),
         "etcd served a client without a certificate: {res:?}"
     );
     // The apiserver, with its client certificate, still works.
@@ -287,6 +291,13 @@ async fn etcd_refuses_clients_without_the_run_certificate() {
             .map(|m| m.permissions().mode() & 0o077);
         assert_eq!(mode.ok(), Some(0), "{key} is readable by others");
     }
-    let dir_mode = std::fs::metadata(plane.work_dir()).unwrap().permissions().mode();
-    assert_eq!(dir_mode & 0o077, 0, "the control plane's dir is open to others ({dir_mode:o})");
+    let dir_mode = std::fs::metadata(plane.work_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        dir_mode & 0o077,
+        0,
+        "the control plane's dir is open to others ({dir_mode:o})"
+    );
 }

@@ -59,7 +59,13 @@ fn a_pgpass_canary_and_user_proxy_variables_change_nothing() {
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
     let report = scratch.path().join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_keda-harness"))
-        .args(["run", "--keda", "2.14.1", "--always-diagnose", "--report-dir"])
+        .args([
+            "run",
+            "--keda",
+            "2.14.1",
+            "--always-diagnose",
+            "--report-dir",
+        ])
         .arg(&report)
         .env("PGPASSFILE", &pgpass)
         .env("PGPASSWORD", &canary)
@@ -110,11 +116,7 @@ fn a_pgpass_canary_and_user_proxy_variables_change_nothing() {
 
     for f in files_under(&report) {
         let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        assert!(
-            !body.contains(&canary),
-            "the canary is in {}",
-            f.display()
-        );
+        assert!(!body.contains(&canary), "the canary is in {}", f.display());
     }
 }
 

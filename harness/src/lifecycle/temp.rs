@@ -27,9 +27,12 @@ impl TrackedDir {
             "{prefix}"
         );
         super::state::check_not_shutting_down(&format!("directory {prefix}*"))?;
-        // tempfile creates the directory 0700 with a random suffix: no other user can enter or predict it.
+        // A random suffix and mode 0700 (asked for: tempfile's default follows the umask): no other user can
+        // predict the name or enter the directory.
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix(prefix)
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(parent)
             .map_err(|source| LifecycleError::TempDir {
                 prefix: prefix.to_string(),
