@@ -153,10 +153,13 @@ fn run_matrix(
     // directories removed); the sweep then removes what drops could not reach (a Go build still running).
     let outcome = runtime.block_on(async {
         tokio::select! {
-            outcome = run_local(&plan) => Some(outcome),
+            biased;
             _ = keda_harness::lifecycle::shutdown_requested() => None,
+            outcome = run_local(&plan) => Some(outcome),
         }
     });
+    // A run that ended because shutdown refused it something (a spawn) is an interrupted run, not a verdict.
+    let outcome = outcome.filter(|_| !keda_harness::lifecycle::is_shutting_down());
     let Some(outcome) = outcome else {
         for r in keda_harness::lifecycle::sweep() {
             eprintln!("keda-harness: interrupted; removed {r}");

@@ -577,9 +577,12 @@ async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ControlPlan
         message,
     };
     let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .map_err(|e| err(e.to_string()))?;
+    // kube-client takes HTTPS_PROXY from the environment when the kubeconfig names none: the apiserver is on
+    // loopback, and the user's proxy must not stand between (or fail the client for want of proxy support).
+    config.proxy_url = None;
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
 
