@@ -204,7 +204,8 @@ async fn go_clients_cannot_leave_for_another_azure_host() {
         return;
     }
     for client in BOTH {
-        let rig = EntraRig::start().await;
+        let rig = EntraRig::start_sealed().await;
+        rig.assert_no_route_out();
         let assertion = rig.operator_assertion();
         // -no-retry: azcore would retry the refused CONNECT 3 times with backoff (~15 s) before giving up.
         let mut go = Command::new(client.binary());

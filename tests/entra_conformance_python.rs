@@ -177,7 +177,8 @@ async fn python_clients_cannot_leave_for_another_azure_host() {
         return;
     }
     for client in BOTH {
-        let rig = EntraRig::start().await;
+        let rig = EntraRig::start_sealed().await;
+        rig.assert_no_route_out();
         let assertion = rig.operator_assertion();
         let mut cmd = rig.client_command(python_command(client), EXAMPLE_CLIENT_ID, &assertion);
         cmd.env("AZURE_AUTHORITY_HOST", OUTSIDE_AUTHORITY_HOST);

@@ -176,18 +176,37 @@ async fn rust_client_retries_a_503_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_client_cannot_leave_for_another_azure_host() {
-    let rig = EntraRig::start().await;
+    let rig = EntraRig::start_sealed().await;
+    rig.assert_no_route_out();
     let assertion = rig.operator_assertion();
     // The China cloud's authority (login.chinacloudapi.cn) is not routed: the proxy refuses the CONNECT.
     // azure_core retries a failed connect 8 times with backoff (over a minute); once is enough to show it.
-    let result = get_token_with_retry(
-        &rig,
-        CloudConfiguration::AzureChina,
-        EXAMPLE_CLIENT_ID,
-        &assertion,
-        RetryOptions::none(),
-    )
-    .await;
+    // The client runs on a thread inside the sealed namespace: its sockets cannot leave this machine.
+    let result = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    rig.egress
+                        .sealed_network()
+                        .expect("sealed rig")
+                        .join_current_thread()
+                        .expect("join the sealed namespace");
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(get_token_with_retry(
+                            &rig,
+                            CloudConfiguration::AzureChina,
+                            EXAMPLE_CLIENT_ID,
+                            &assertion,
+                            RetryOptions::none(),
+                        ))
+                })
+                .join()
+                .expect("client thread")
+        })
+    });
     assert!(!result.error().is_empty());
     assert!(
         rig.egress

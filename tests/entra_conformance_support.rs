@@ -67,22 +67,49 @@ impl ClientResult {
 
 impl EntraRig {
     pub async fn start() -> EntraRig {
+        Self::start_with(false).await
+    }
+
+    /// For tests of refusal: clients run in a sealed network namespace (only `lo`, relays to the proxy), so even
+    /// a client that ignored the proxy could not send a packet off this machine. Call
+    /// [`assert_no_route_out`](Self::assert_no_route_out) before the client runs.
+    pub async fn start_sealed() -> EntraRig {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(sealed: bool) -> EntraRig {
         let mock = EntraMock::builder(example_config())
             .start()
             .await
             .expect("start the mock Entra ID");
-        let egress = EgressPlan::builder()
+        let mut egress = EgressPlan::builder()
             .route(ENTRA_HOST_PORT, mock.addr())
-            .trust_ca_file(mock.ca_file())
-            .start()
-            .await
-            .expect("start the egress proxy");
+            .trust_ca_file(mock.ca_file());
+        if sealed {
+            // The clients' interpreters (pyenv, Go's runtime) need their environment; the network is what matters.
+            egress = egress.sealed().keep_environment();
+        }
+        let egress = egress.start().await.expect("start the egress proxy");
         EntraRig {
             mock,
             egress,
             issuer: TestIssuer::builtin(),
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// Shows that the sealed namespace's routing table holds nothing but `lo`: what the test does next cannot
+    /// reach any host but this one.
+    pub fn assert_no_route_out(&self) {
+        let net = self
+            .egress
+            .sealed_network()
+            .expect("a rig from EntraRig::start_sealed");
+        let routes = net.routes().expect("read the namespace's routes");
+        assert!(
+            routes.iter().all(|(_, dev)| dev == "lo"),
+            "the sealed namespace has routes off this machine: {routes:?}"
+        );
     }
 
     /// Writes an assertion file (what a projected service-account token volume holds).

@@ -87,8 +87,8 @@ impl PrivateHosts {
     /// port (no name resolves except those in the private hosts file), the files in the user's home that
     /// PostgreSQL, Azure and Kubernetes clients read on their own (`.pgpass`, `.pg_service.conf`,
     /// `.postgresql/`, `.azure/`, `.kube/`; pgx finds `.pgpass` through the passwd entry, not `$HOME`) are
-    /// covered by empty ones, and the environment is only what the command sets.
-    pub fn sealed(mut self) -> Result<Self, EgressError> {
+    /// covered by empty ones, and — with `clear_env` — the environment is only what the command sets.
+    pub fn sealed(mut self, clear_env: bool) -> Result<Self, EgressError> {
         let dir = self._dir.path().to_path_buf();
         let write = |name: &str, body: &str| -> Result<PathBuf, EgressError> {
             let path = dir.join(name);
@@ -125,7 +125,7 @@ impl PrivateHosts {
                 }
             }
         }
-        self.clear_env = true;
+        self.clear_env = clear_env;
         Ok(self)
     }
 

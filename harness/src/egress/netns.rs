@@ -242,6 +242,17 @@ impl SealedNetwork {
         })
     }
 
+    /// Move the calling thread into the namespace for good: every socket it creates from now on is sealed. Only
+    /// for a thread of the caller's own that ends afterwards (a scoped thread running an in-process client);
+    /// never a pooled one, which would carry the namespace into unrelated work.
+    pub fn join_current_thread(&self) -> std::io::Result<()> {
+        // SAFETY: setns on the calling thread with a namespace fd we own.
+        if unsafe { libc::setns(self.ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Connect to `addr` from inside the namespace (for tests of what the operator can reach).
     pub fn connect_inside(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
         in_namespace(&self.ns, move || {

@@ -18,6 +18,7 @@ pub struct EgressPlanBuilder {
     no_proxy: Vec<String>,
     ca_file: Option<PathBuf>,
     sealed: bool,
+    keep_environment: bool,
     exposed: Vec<SocketAddr>,
 }
 
@@ -56,6 +57,13 @@ impl EgressPlanBuilder {
         self
     }
 
+    /// With [`sealed`](Self::sealed): keep the process's inherited environment (for test clients that need
+    /// their interpreter's variables); the network and the resolver stay sealed.
+    pub fn keep_environment(mut self) -> Self {
+        self.keep_environment = true;
+        self
+    }
+
     /// With [`sealed`](Self::sealed): make `addr` (a listener of the harness) reachable at the same address
     /// inside the namespace.
     pub fn expose(mut self, addr: SocketAddr) -> Self {
@@ -72,7 +80,7 @@ impl EgressPlanBuilder {
             proxy = proxy.route(host_port, *to)?;
         }
         let hosts = if self.sealed {
-            Some(PrivateHosts::new(self.private_hosts.clone())?.sealed()?)
+            Some(PrivateHosts::new(self.private_hosts.clone())?.sealed(!self.keep_environment)?)
         } else if self.private_hosts.is_empty() {
             None
         } else {

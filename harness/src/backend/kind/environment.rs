@@ -21,6 +21,8 @@ pub enum EnvironmentError {
     Kind(#[from] KindError),
     #[error("PostgreSQL on the kind network: {0}")]
     Postgres(#[from] ContainerError),
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
 }
 
 /// Everything a scenario needs on kind; torn down on drop.
@@ -28,6 +30,8 @@ pub struct KindEnvironment {
     pub plan: KindPlan,
     pub postgres: ContainerPostgres,
     keep_cluster: bool,
+    /// The run-state record of the cluster (a killed run's cluster is deleted by the next start).
+    record: u64,
 }
 
 impl KindEnvironment {
@@ -43,9 +47,13 @@ impl KindEnvironment {
         }
         let plan = KindPlan::render(&settings)?;
         plan.cluster.check_config()?;
-        plan.cluster.create()?;
+        // Recorded before it exists: a harness killed during `kind create cluster` leaves it to the reaper.
+        let record = crate::lifecycle::record(crate::lifecycle::Resource::KindCluster {
+            name: plan.cluster.name().to_string(),
+        })?;
         // From here on a failure must delete the cluster: keep it in a guard until the environment exists.
-        let mut guard = ClusterGuard(Some(plan.cluster.clone()));
+        let mut guard = ClusterGuard(Some((plan.cluster.clone(), record)));
+        plan.cluster.create()?;
         let postgres = ContainerPostgres::start(
             postgres
                 .with_network(KIND_DOCKER_NETWORK)
@@ -68,6 +76,7 @@ impl KindEnvironment {
             plan,
             postgres,
             keep_cluster: std::env::var("KEDA_HARNESS_KEEP_CLUSTER").is_ok_and(|v| v == "1"),
+            record,
         })
     }
 
@@ -85,25 +94,29 @@ impl Drop for KindEnvironment {
                 self.plan.cluster.name(),
                 self.plan.teardown_command()
             );
+            // Kept on purpose: no reaper may delete it later.
+            crate::lifecycle::forget(self.record);
             return;
         }
-        if let Err(e) = self.plan.cluster.delete() {
-            tracing::warn!("deleting kind cluster {}: {e}", self.plan.cluster.name());
+        match self.plan.cluster.delete() {
+            Ok(()) => crate::lifecycle::forget(self.record),
+            Err(e) => tracing::warn!("deleting kind cluster {}: {e}", self.plan.cluster.name()),
         }
     }
 }
 
 /// Deletes the cluster unless disarmed (a failed `up`).
-struct ClusterGuard(Option<super::KindCluster>);
+struct ClusterGuard(Option<(super::KindCluster, u64)>);
 
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
-        if let Some(cluster) = self.0.take() {
-            if let Err(e) = cluster.delete() {
-                tracing::warn!(
+        if let Some((cluster, record)) = self.0.take() {
+            match cluster.delete() {
+                Ok(()) => crate::lifecycle::forget(record),
+                Err(e) => tracing::warn!(
                     "deleting kind cluster {} after a failed start: {e}",
                     cluster.name()
-                );
+                ),
             }
         }
     }
