@@ -9,6 +9,7 @@
 //!   written and base64-encoded (how the API server stores and echoes it), each also JSON-, XML- and
 //!   Markdown-escaped as the report writers escape text, and each line of a multi-line value;
 //! - every container env value the typed rules hide, when at least [`MIN_ENV_VALUE_LEN`] bytes long;
+//! - the password inside any such value that is a connection string (URL userinfo, `password=` pairs);
 //! - every JWT-shaped string: three base64url segments separated by dots whose first starts with `eyJ` (a
 //!   base64url-encoded `{"`), which is how every Entra access token, federated assertion and Kubernetes
 //!   service-account token looks;
@@ -99,13 +100,16 @@ impl Scrubber {
                     let Some(text) = scalar_text(v) else {
                         continue;
                     };
-                    self = self.with_secret(&text);
+                    self = self.with_secret(&text).with_embedded_passwords(&text);
                     if encoded {
                         // The API server accepts standard base64, padded; line breaks are not allowed in
                         // JSON but YAML authors fold long values.
                         let compact: String = text.split_whitespace().collect();
                         if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(&compact)
                         {
+                            if let Ok(text) = std::str::from_utf8(&raw) {
+                                self = self.with_embedded_passwords(text);
+                            }
                             self = self.with_secret(raw);
                         }
                     } else {
@@ -116,9 +120,19 @@ impl Scrubber {
             }
         }
         for v in crate::scenario::hidden_env_values(d) {
+            self = self.with_embedded_passwords(&v);
             if v.len() >= MIN_ENV_VALUE_LEN {
                 self = self.with_secret(v);
             }
+        }
+        self
+    }
+
+    /// Also remove the passwords inside a connection string: programs log the connection they tried with
+    /// another host or options, so the whole value never appears, but its password does.
+    fn with_embedded_passwords(mut self, value: &str) -> Self {
+        for p in embedded_passwords(value) {
+            self = self.with_secret(p);
         }
         self
     }
@@ -294,6 +308,78 @@ fn variants(value: &[u8], with_lines: bool) -> Vec<Vec<u8>> {
     out
 }
 
+/// Passwords inside connection strings: the userinfo of URLs (`postgres://user:PASSWORD@host`, as written
+/// and percent-decoded), libpq key/value pairs (`password=PASSWORD`, `password='PASS WORD'`) and ADO.NET /
+/// JDBC-style `Password=PASSWORD;`.
+fn embedded_passwords(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("://") {
+        let after = &rest[at + 3..];
+        let authority = after
+            .split(['/', '?', '#', ' ', '"', '\'', '\n'])
+            .next()
+            .unwrap_or_default();
+        if let Some((userinfo, _host)) = authority.rsplit_once('@') {
+            if let Some((_user, password)) = userinfo.split_once(':') {
+                out.push(password.to_string());
+                out.push(percent_decode(password));
+            }
+        }
+        rest = after;
+    }
+    // ASCII lowercasing keeps every byte offset, so positions found in `lower` index `value`.
+    let lower = value.to_ascii_lowercase();
+    for key in ["password=", "pwd="] {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(key) {
+            let key_at = from + i;
+            let start = key_at + key.len();
+            // A key of its own (`passwordFromEnv=` is not one): at the start, or after a separator.
+            let own_key = key_at == 0
+                || matches!(
+                    value.as_bytes()[key_at - 1],
+                    b' ' | b';' | b'&' | b'?' | b'\t' | b'\n'
+                );
+            let v = &value[start..];
+            let password = match v.strip_prefix('\'') {
+                Some(quoted) => quoted.split('\'').next().unwrap_or_default(),
+                None => v
+                    .split([' ', ';', '&', '\t', '\n', '"'])
+                    .next()
+                    .unwrap_or_default(),
+            };
+            if own_key {
+                out.push(password.to_string());
+            }
+            from = start;
+        }
+    }
+    out.retain(|p| !p.is_empty());
+    out.dedup();
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn is_b64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
@@ -359,6 +445,23 @@ mod tests {
             );
             assert!(!out.contains("w&lt;&amp;"), "{f:?} -> {out:?}");
         }
+    }
+
+    #[test]
+    fn passwords_inside_connection_strings_are_found() {
+        assert_eq!(
+            embedded_passwords("postgres://movies:p%40ss@h:5432/db?sslmode=require"),
+            vec!["p%40ss", "p@ss"]
+        );
+        assert_eq!(
+            embedded_passwords("host=h user=u password='a b' dbname=d"),
+            vec!["a b"]
+        );
+        assert_eq!(
+            embedded_passwords("Server=h;User Id=u;Password=s3cr3t;Ssl Mode=Require"),
+            vec!["s3cr3t"]
+        );
+        assert!(embedded_passwords("passwordFromEnv=PGPW https://host/path").is_empty());
     }
 
     #[test]
