@@ -7,12 +7,14 @@
 mod expect;
 mod manifests;
 mod model;
+mod nesting;
 mod redact;
 mod validate;
 
 pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
 pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
+pub use nesting::MAX_FLOW_DEPTH;
 pub use redact::{
     hidden_env_values, redact, redact_object_value, LAST_APPLIED_ANNOTATION, REDACTED,
     SHOWN_ENV_NAMES,
@@ -60,6 +62,12 @@ pub enum ScenarioError {
     },
     #[error("{path}: {size} bytes, more than the limit of {limit} bytes for this file; is it the right file?")]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path}: line {line}: `[` / `{{` nested more than {limit} deep; write the structure in block style (one key per line)")]
+    TooDeep {
+        path: String,
+        line: usize,
+        limit: usize,
+    },
 }
 
 /// A loaded, validated scenario.

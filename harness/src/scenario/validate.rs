@@ -201,8 +201,9 @@ pub(super) fn polling_message(seconds: u64) -> String {
     )
 }
 
-/// Read a scenario file of at most `limit` bytes. Only regular files are read: a FIFO or a device
-/// (`/dev/zero`, a symlink to one) would block or never end.
+/// Read a scenario file of at most `limit` bytes, refusing flow nesting the YAML parser would take minutes
+/// over. Only regular files are read: a FIFO or a device (`/dev/zero`, a symlink to one) would block or never
+/// end.
 pub(super) fn read_capped(path: &Path, limit: u64) -> Result<String, ScenarioError> {
     let read_err = |source: io::Error| ScenarioError::Read {
         path: path.display().to_string(),
@@ -230,12 +231,19 @@ pub(super) fn read_capped(path: &Path, limit: u64) -> Result<String, ScenarioErr
     if buf.len() as u64 > limit {
         return Err(too_large(buf.len() as u64));
     }
-    String::from_utf8(buf).map_err(|e| {
+    let text = String::from_utf8(buf).map_err(|e| {
         read_err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("not UTF-8 text ({e}); save the file as UTF-8"),
         ))
-    })
+    })?;
+    // Before any YAML parser sees it: deep flow nesting takes the parser minutes (see `nesting`).
+    super::nesting::check_flow_depth(&text).map_err(|line| ScenarioError::TooDeep {
+        path: path.display().to_string(),
+        line,
+        limit: super::MAX_FLOW_DEPTH,
+    })?;
+    Ok(text)
 }
 
 #[cfg(test)]
