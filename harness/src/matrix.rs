@@ -1,7 +1,7 @@
 //! The matrix: scenarios × KEDA versions on a backend — build what is needed once, run side by side (each run
 //! with its own control plane) or one after another, and judge.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::backend::local::{self, LocalRunOptions};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::keda::{BuildOptions, KedaRelease};
-use crate::report::{self, Verdict};
+use crate::report::{self, Scrubber, Verdict};
 use crate::scenario::Scenario;
 
 /// What to run.
@@ -128,7 +128,7 @@ pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
             "one after another"
         }
     );
-    let verdicts = if plan.parallel {
+    let mut verdicts = if plan.parallel {
         futures_util::future::join_all(cells.iter().map(|(s, e, r)| local::run(s, e, r, &opts)))
             .await
     } else {
@@ -138,12 +138,33 @@ pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
         }
         out
     };
+    // Verdicts carry operator log tails and KEDA's error texts: scrubbed before anyone prints or writes them.
+    let scrubber = scrubber_for(&scenarios);
+    verdicts.iter_mut().for_each(|v| scrubber.scrub_verdict(v));
     if let Some(dir) = &plan.report_dir {
-        report::write(dir, &verdicts)
-            .with_context(|| format!("writing reports to {}", dir.display()))?;
+        write_report(dir, &verdicts, &scrubber)?;
     }
     Ok(MatrixOutcome {
         verdicts,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What must never appear in this matrix's output: every scenario's Secret values and hidden env values
+/// (and JWTs, always).
+pub fn scrubber_for(scenarios: &[Scenario]) -> Scrubber {
+    scenarios
+        .iter()
+        .fold(Scrubber::new(), |s, sc| s.with_documents(&sc.documents))
+}
+
+/// Write the report files into `dir`, then scrub every file under it — the diagnostics bundles the cells
+/// wrote there included — as the last step.
+pub fn write_report(dir: &Path, verdicts: &[Verdict], scrubber: &Scrubber) -> anyhow::Result<()> {
+    report::write_with(dir, verdicts, scrubber)
+        .with_context(|| format!("writing reports to {}", dir.display()))?;
+    scrubber
+        .scrub_dir(dir)
+        .with_context(|| format!("scrubbing secrets from {}", dir.display()))?;
+    Ok(())
 }

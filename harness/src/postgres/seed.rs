@@ -17,6 +17,8 @@ pub enum SeedError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("{n} rows do not fit PostgreSQL's bigint (scenarios seed at most {max})", max = crate::scenario::MAX_ROWS)]
+    TooManyRows { n: u64 },
 }
 
 fn sql(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> SeedError {
@@ -136,6 +138,8 @@ impl MoviesTable {
 
     /// Make the table hold exactly `n` rows (one transaction: a concurrent COUNT sees old or new, never half).
     pub async fn set_rows(&self, n: u64) -> Result<(), SeedError> {
+        // generate_series takes a bigint; a u64 past i64::MAX would wrap to a negative count (no rows at all).
+        let count = i64::try_from(n).map_err(|_| SeedError::TooManyRows { n })?;
         let what = format!("setting movies in {} to {n} rows", self.database);
         let mut tx = self.pool.begin().await.map_err(sql(what.clone()))?;
         sqlx::query("DELETE FROM movies")
@@ -143,7 +147,7 @@ impl MoviesTable {
             .await
             .map_err(sql(what.clone()))?;
         sqlx::query("INSERT INTO movies (title) SELECT 'movie ' || g FROM generate_series(1, $1::bigint) AS g")
-            .bind(n as i64)
+            .bind(count)
             .execute(&mut *tx)
             .await
             .map_err(sql(what.clone()))?;

@@ -6,6 +6,12 @@ use serde::Serialize;
 
 use crate::scenario::ManifestChange;
 
+mod bundle;
+pub mod scrub;
+
+pub use bundle::{claim_bundle_dir, TEMP_BUNDLE_PREFIX};
+pub use scrub::Scrubber;
+
 /// One named check inside a verdict (e.g. "jobs == 3", "no token request").
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -139,15 +145,26 @@ pub fn table(verdicts: &[Verdict]) -> String {
     out
 }
 
-/// Write `verdicts.json`, `junit.xml` and `summary.md` into `dir`.
+/// Write `verdicts.json`, `junit.xml` and `summary.md` into `dir`, with JWT-shaped strings scrubbed (see
+/// [`write_with`] to scrub a scenario's secrets too).
 pub fn write(dir: &Path, verdicts: &[Verdict]) -> std::io::Result<()> {
+    write_with(dir, verdicts, &Scrubber::new())
+}
+
+/// Write `verdicts.json`, `junit.xml` and `summary.md` into `dir`. Every verdict is scrubbed before it is
+/// rendered (so no truncation leaves half a secret behind), and every rendered file again after.
+pub fn write_with(dir: &Path, verdicts: &[Verdict], scrubber: &Scrubber) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("verdicts.json"),
-        serde_json::to_string_pretty(verdicts)?,
-    )?;
-    std::fs::write(dir.join("junit.xml"), junit(verdicts))?;
-    std::fs::write(dir.join("summary.md"), markdown(verdicts))?;
+    let mut verdicts = verdicts.to_vec();
+    verdicts.iter_mut().for_each(|v| scrubber.scrub_verdict(v));
+    let files = [
+        ("verdicts.json", serde_json::to_string_pretty(&verdicts)?),
+        ("junit.xml", junit(&verdicts)),
+        ("summary.md", markdown(&verdicts)),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), scrubber.scrub_str(&text).as_bytes())?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ScenarioError, Step, TriggerFacts};
+use super::validate::rows_message;
+use super::{ScenarioError, Step, TriggerFacts, MAX_ROWS};
 
 /// What a KEDA version must do with the scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,7 +100,13 @@ fn parse_range(
     })
 }
 
-pub(super) fn validate(path: &Path, expect: &[Expectation]) -> Result<(), ScenarioError> {
+/// Every expectation has a valid range and what its outcome needs, and no step takes the table past
+/// [`MAX_ROWS`] (`rows` is `data.rows`, already checked).
+pub(super) fn validate(
+    path: &Path,
+    expect: &[Expectation],
+    rows: u64,
+) -> Result<(), ScenarioError> {
     if expect.is_empty() {
         return Err(ScenarioError::Field {
             path: path.display().to_string(),
@@ -115,6 +122,17 @@ pub(super) fn validate(path: &Path, expect: &[Expectation]) -> Result<(), Scenar
                 field: format!("expect[{i}].error_contains"),
                 message: "outcome `scaler-error` needs the text the error must carry".into(),
             });
+        }
+        let mut total = rows;
+        for (j, step) in e.then.iter().enumerate() {
+            total = total
+                .checked_add(step.add_rows)
+                .filter(|t| *t <= MAX_ROWS)
+                .ok_or_else(|| ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: format!("expect[{i}].then[{j}].add_rows"),
+                    message: rows_message(total.saturating_add(step.add_rows)),
+                })?;
         }
     }
     Ok(())

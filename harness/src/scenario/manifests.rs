@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::Serialize;
 use serde_yaml::Value;
 
-use super::{Knobs, ScenarioError};
+use super::validate::{guid_message, is_guid, polling_message, shown};
+use super::{Knobs, Origin, ScenarioError, MAX_DOCUMENTS, MAX_POLLING_INTERVAL_SECONDS};
 
 /// What the harness needs to know from the manifests to stand up the right Azure-shaped world.
 #[derive(Debug, Clone, Serialize)]
@@ -54,35 +55,39 @@ impl fmt::Display for ManifestChange {
     }
 }
 
-pub(super) fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, ScenarioError> {
+/// The documents of one manifest file with their position in it (empty documents are skipped but counted).
+pub(super) fn parse_documents(
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(usize, Value)>, ScenarioError> {
     use serde::Deserialize;
     let mut out = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(doc).map_err(|e| ScenarioError::Manifest {
+        let err = |message: String| ScenarioError::Manifest {
             path: path.display().to_string(),
             index,
-            message: format!("not valid YAML: {e}"),
-        })?;
+            message,
+        };
+        if index >= MAX_DOCUMENTS {
+            return Err(err(format!(
+                "more than {MAX_DOCUMENTS} documents (empty ones count) in one file: keep the objects the scenario needs"
+            )));
+        }
+        let v = Value::deserialize(doc).map_err(|e| err(format!("not valid YAML: {e}")))?;
         if v.is_null() {
             continue;
         }
         for field in ["apiVersion", "kind"] {
             if v.get(field).and_then(Value::as_str).is_none() {
-                return Err(ScenarioError::Manifest {
-                    path: path.display().to_string(),
-                    index,
-                    message: format!("missing `{field}`: every manifest document needs apiVersion, kind and metadata.name"),
-                });
+                return Err(err(format!(
+                    "missing `{field}`: every manifest document needs apiVersion, kind and metadata.name"
+                )));
             }
         }
         if v["metadata"]["name"].as_str().is_none() {
-            return Err(ScenarioError::Manifest {
-                path: path.display().to_string(),
-                index,
-                message: "missing `metadata.name`".into(),
-            });
+            return Err(err("missing `metadata.name`".into()));
         }
-        out.push(v);
+        out.push((index, v));
     }
     Ok(out)
 }
@@ -95,27 +100,50 @@ fn str_field(v: &Value) -> Option<String> {
     }
 }
 
-pub(super) fn trigger_facts(path: &Path, docs: &[Value]) -> Result<TriggerFacts, ScenarioError> {
-    let p = path.display().to_string();
-    let field_err = |field: &str, message: String| ScenarioError::Field {
-        path: p.clone(),
-        field: field.to_string(),
+/// A DNS name as a trigger's `host` must be: it becomes a TLS certificate name and a private /etc/hosts entry.
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// PostgreSQL keeps at most NAMEDATALEN-1 = 63 bytes of an identifier and silently truncates longer ones
+/// (PostgreSQL docs, "Identifiers and Key Words"), so a longer role or database would be another one.
+const PG_MAX_IDENTIFIER_BYTES: usize = 63;
+
+pub(super) fn trigger_facts(
+    scenario_path: &Path,
+    docs: &[Value],
+    origins: &[Origin],
+) -> Result<TriggerFacts, ScenarioError> {
+    let found = docs.iter().position(|d| {
+        d["kind"] == "ScaledJob"
+            && d["spec"]["triggers"]
+                .as_sequence()
+                .is_some_and(|t| t.iter().any(|t| t["type"] == "postgresql"))
+    });
+    let Some(at) = found else {
+        return Err(ScenarioError::Field {
+            path: scenario_path.display().to_string(),
+            field: "manifests".into(),
+            message: "no ScaledJob with a `type: postgresql` trigger in the manifests; add the customer's ScaledJob"
+                .into(),
+        });
+    };
+    let sj = &docs[at];
+    let in_doc = |at: usize, field: String, message: String| ScenarioError::ManifestField {
+        path: origins[at].path.display().to_string(),
+        index: origins[at].index,
+        field,
         message,
     };
-    let sj = docs
-        .iter()
-        .find(|d| {
-            d["kind"] == "ScaledJob"
-                && d["spec"]["triggers"]
-                    .as_sequence()
-                    .is_some_and(|t| t.iter().any(|t| t["type"] == "postgresql"))
-        })
-        .ok_or_else(|| {
-            field_err(
-                "kind: ScaledJob",
-                "no ScaledJob with a `type: postgresql` trigger in the manifests".into(),
-            )
-        })?;
     let name = sj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -130,57 +158,124 @@ pub(super) fn trigger_facts(path: &Path, docs: &[Value]) -> Result<TriggerFacts,
         .cloned()
         .unwrap_or_default();
     let md = &trig["metadata"];
+    let md_field = |k: &str| format!("ScaledJob {name}: spec.triggers[postgresql].metadata.{k}");
+    let sj_err = |k: &str, message: String| in_doc(at, md_field(k), message);
     let get = |k: &str| str_field(&md[k]);
     let required = |k: &str| {
         get(k).ok_or_else(|| {
-            field_err(
-                &format!("ScaledJob {name}: triggers[postgresql].metadata.{k}"),
+            sj_err(
+                k,
                 format!("missing; the harness stands up the database the trigger names, so `{k}` must be set"),
             )
         })
     };
     let port_s = get("port").unwrap_or_else(|| "5432".into());
-    let port = port_s.parse::<u16>().map_err(|_| {
-        field_err(
-            &format!("ScaledJob {name}: triggers[postgresql].metadata.port"),
-            format!("`{port_s}` is not a port number"),
-        )
-    })?;
+    let port = port_s
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            sj_err(
+                "port",
+                format!("{} is not a port number (1-65535)", shown(&port_s)),
+            )
+        })?;
     let target_s = get("targetQueryValue").unwrap_or_else(|| "1".into());
     let target_query_value = target_s
         .parse::<f64>()
         .ok()
-        .filter(|v| *v > 0.0)
+        .filter(|v| v.is_finite() && *v > 0.0)
         .ok_or_else(|| {
-            field_err(
-                &format!("ScaledJob {name}: triggers[postgresql].metadata.targetQueryValue"),
-                format!("`{target_s}` is not a positive number"),
+            sj_err(
+                "targetQueryValue",
+                format!("{} is not a positive number", shown(&target_s)),
             )
         })?;
+    let host = required("host")?;
+    if !is_dns_name(&host) {
+        return Err(sj_err(
+            "host",
+            format!(
+                "{} is not a DNS name: write the server's host name, e.g. `myserver.postgres.database.azure.com`",
+                shown(&host)
+            ),
+        ));
+    }
+    let ident = |k: &str| -> Result<String, ScenarioError> {
+        let v = required(k)?;
+        if v.is_empty() || v.len() > PG_MAX_IDENTIFIER_BYTES || v.contains(char::is_control) {
+            return Err(sj_err(
+                k,
+                format!(
+                    "{} must be 1 to {PG_MAX_IDENTIFIER_BYTES} bytes without control characters (PostgreSQL \
+                     truncates longer names to another name)",
+                    shown(&v)
+                ),
+            ));
+        }
+        Ok(v)
+    };
     let postgres = PostgresTrigger {
-        host: required("host")?,
+        host,
         port,
-        user: required("userName")?,
-        database: required("dbName")?,
+        user: ident("userName")?,
+        database: ident("dbName")?,
         sslmode: get("sslmode").unwrap_or_else(|| "disable".into()),
         query: required("query")?,
     };
+    let polling_interval_seconds = match &sj["spec"]["pollingInterval"] {
+        Value::Null => 30,
+        v => v
+            .as_u64()
+            .filter(|s| (1..=MAX_POLLING_INTERVAL_SECONDS).contains(s))
+            .ok_or_else(|| {
+                in_doc(
+                    at,
+                    format!("ScaledJob {name}: spec.pollingInterval"),
+                    match v.as_u64() {
+                        Some(s) => polling_message(s),
+                        None => format!("{} is not a number of seconds", shown(&format!("{v:?}"))),
+                    },
+                )
+            })?,
+    };
     let auth_name = trig["authenticationRef"]["name"].as_str();
-    let auth = auth_name.and_then(|a| {
-        docs.iter().find(|d| {
+    let auth_at = auth_name.and_then(|a| {
+        docs.iter().position(|d| {
             (d["kind"] == "TriggerAuthentication"
                 && d["metadata"]["name"] == a
                 && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace)
                 || (d["kind"] == "ClusterTriggerAuthentication" && d["metadata"]["name"] == a)
         })
     });
-    if let (Some(a), None) = (auth_name, auth) {
-        return Err(field_err(
-            &format!("ScaledJob {name}: triggers[postgresql].authenticationRef.name"),
+    if let (Some(a), None) = (auth_name, auth_at) {
+        return Err(in_doc(
+            at,
+            format!("ScaledJob {name}: spec.triggers[postgresql].authenticationRef.name"),
             format!("names TriggerAuthentication `{a}`, which is not in the manifests; add it"),
         ));
     }
-    let pod_identity = auth.map(|a| &a["spec"]["podIdentity"]);
+    let pod_identity = auth_at.map(|i| &docs[i]["spec"]["podIdentity"]);
+    let identity_id = match (auth_at, pod_identity.map(|p| &p["identityId"])) {
+        (Some(i), Some(v)) if !v.is_null() => {
+            let id = v.as_str().filter(|id| is_guid(id)).ok_or_else(|| {
+                in_doc(
+                    i,
+                    format!(
+                        "{} {}: spec.podIdentity.identityId",
+                        docs[i]["kind"].as_str().unwrap_or_default(),
+                        docs[i]["metadata"]["name"].as_str().unwrap_or_default()
+                    ),
+                    guid_message(
+                        &str_field(v).unwrap_or_else(|| format!("{v:?}")),
+                        "the managed identity's client id (Azure portal: the managed identity > Overview > Client ID)",
+                    ),
+                )
+            })?;
+            Some(id.to_string())
+        }
+        _ => None,
+    };
     Ok(TriggerFacts {
         namespace,
         scaled_job: name,
@@ -188,12 +283,10 @@ pub(super) fn trigger_facts(path: &Path, docs: &[Value]) -> Result<TriggerFacts,
         pod_identity_provider: pod_identity
             .and_then(|p| p["provider"].as_str())
             .map(String::from),
-        identity_id: pod_identity
-            .and_then(|p| p["identityId"].as_str())
-            .map(String::from),
+        identity_id,
         target_query_value,
         max_replica_count: sj["spec"]["maxReplicaCount"].as_u64().unwrap_or(100),
-        polling_interval_seconds: sj["spec"]["pollingInterval"].as_u64().unwrap_or(30),
+        polling_interval_seconds,
     })
 }
 
@@ -221,100 +314,9 @@ pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<Man
     (out, changes)
 }
 
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "connection",
-    "connectionstring",
-    "token",
-    "secret",
-    "clientsecret",
-    "key",
-];
-const REDACTED: &str = "<redacted>";
-
-fn secret_name(k: &str) -> bool {
-    let k = k.to_ascii_lowercase();
-    SECRET_KEYS.iter().any(|s| k == *s || k.ends_with(s)) && !k.ends_with("fromenv")
-}
-
-/// A copy of a manifest safe to print: Secret values, secret-looking trigger metadata and env values are
-/// replaced by `<redacted>`.
-pub fn redact(doc: &Value) -> Value {
-    let mut d = doc.clone();
-    if d["kind"] == "Secret" {
-        for f in ["data", "stringData"] {
-            if let Some(m) = d.get_mut(f).and_then(Value::as_mapping_mut) {
-                for (_, v) in m.iter_mut() {
-                    *v = Value::from(REDACTED);
-                }
-            }
-        }
-    }
-    redact_walk(&mut d);
-    d
-}
-
-fn redact_walk(v: &mut Value) {
-    match v {
-        Value::Mapping(m) => {
-            // env entries: {name: DB_PASSWORD, value: ...}
-            let env_secret = m.get("name").and_then(Value::as_str).is_some_and(|n| {
-                let n = n.to_ascii_lowercase();
-                ["password", "secret", "token", "connection"]
-                    .iter()
-                    .any(|s| n.contains(s))
-            });
-            for (k, val) in m.iter_mut() {
-                let key = k.as_str().unwrap_or_default();
-                if (secret_name(key) && val.is_string()) || (env_secret && key == "value") {
-                    *val = Value::from(REDACTED);
-                } else {
-                    redact_walk(val);
-                }
-            }
-        }
-        Value::Sequence(s) => s.iter_mut().for_each(redact_walk),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_are_redacted_everywhere() {
-        let text = r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: pg}
-stringData: {password: hunter2}
----
-apiVersion: keda.sh/v1alpha1
-kind: ScaledJob
-metadata: {name: j}
-spec:
-  jobTargetRef:
-    template:
-      spec:
-        containers:
-          - name: c
-            env: [{name: DB_PASSWORD, value: hunter2}, {name: MODE, value: fast}]
-  triggers:
-    - type: postgresql
-      metadata: {host: h, password: hunter2, connection: "host=h password=hunter2", passwordFromEnv: DB_PASSWORD}
-"#;
-        let docs = parse_documents(Path::new("m.yaml"), text).unwrap();
-        let printed: String = docs
-            .iter()
-            .map(|d| serde_yaml::to_string(&redact(d)).unwrap())
-            .collect();
-        assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(
-            printed.contains("fast") && printed.contains("DB_PASSWORD"),
-            "{printed}"
-        );
-    }
 
     #[test]
     fn a_broken_manifest_names_the_file_and_document() {
@@ -330,13 +332,85 @@ spec:
         );
     }
 
+    fn facts(text: &str) -> Result<TriggerFacts, ScenarioError> {
+        let (origins, docs): (Vec<Origin>, Vec<Value>) =
+            parse_documents(Path::new("m.yaml"), text)?
+                .into_iter()
+                .map(|(index, d)| {
+                    (
+                        Origin {
+                            path: "m.yaml".into(),
+                            index,
+                        },
+                        d,
+                    )
+                })
+                .unzip();
+        trigger_facts(Path::new("scenario.yaml"), &docs, &origins)
+    }
+
+    const AUTH_AND_JOB: &str = "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {name: a, namespace: n}\nspec:\n  podIdentity: {provider: azure-workload, identityId: IDENTITY}\n---\napiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: j, namespace: n}\nspec:\n  triggers:\n    - type: postgresql\n      metadata: {host: HOST, userName: u, dbName: d, query: q}\n      authenticationRef: {name: a}\n";
+
     #[test]
     fn a_missing_trigger_auth_is_named() {
         let text = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: j, namespace: n}\nspec:\n  triggers:\n    - type: postgresql\n      metadata: {host: h, userName: u, dbName: d, query: q}\n      authenticationRef: {name: missing-auth}\n";
-        let docs = parse_documents(Path::new("m.yaml"), text).unwrap();
-        let e = trigger_facts(Path::new("m.yaml"), &docs)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("missing-auth"), "{e}");
+        let e = facts(text).unwrap_err().to_string();
+        assert!(
+            e.contains("missing-auth") && e.contains("m.yaml: document 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_identity_id_with_quotes_or_newlines_names_file_document_and_field() {
+        for bad in [
+            r#""3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41\"\n  evil: x""#,
+            r#""3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41\nkind: Secret""#,
+            "not-a-guid",
+            "12345",
+        ] {
+            let text = AUTH_AND_JOB
+                .replace("IDENTITY", bad)
+                .replace("HOST", "h.example");
+            let e = facts(&text).unwrap_err().to_string();
+            assert!(
+                e.starts_with("m.yaml: document 0: field `TriggerAuthentication a: spec.podIdentity.identityId`")
+                    && e.contains("not a GUID")
+                    && e.contains("Client ID")
+                    && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        let ok = facts(
+            &AUTH_AND_JOB
+                .replace("IDENTITY", "3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+                .replace("HOST", "h.example"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.identity_id.as_deref(),
+            Some("3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+        );
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_dns_name_is_refused() {
+        for bad in [
+            r#""h\n127.0.0.1 login.microsoftonline.com""#,
+            "\"h x\"",
+            "-h",
+            "a..b",
+        ] {
+            let text = AUTH_AND_JOB
+                .replace("IDENTITY", "3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+                .replace("HOST", bad);
+            let e = facts(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("document 1")
+                    && e.contains("metadata.host")
+                    && e.contains("not a DNS name"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

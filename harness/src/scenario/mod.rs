@@ -7,10 +7,22 @@
 mod expect;
 mod manifests;
 mod model;
+mod nesting;
+mod redact;
+mod validate;
 
 pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
-pub use manifests::{redact, ManifestChange, PostgresTrigger, TriggerFacts};
+pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
+pub use nesting::MAX_FLOW_DEPTH;
+pub use redact::{
+    hidden_env_values, redact, redact_object_value, LAST_APPLIED_ANNOTATION, REDACTED,
+    SHOWN_ENV_NAMES,
+};
+pub use validate::{
+    MAX_DOCUMENTS, MAX_MANIFEST_FILE_BYTES, MAX_POLLING_INTERVAL_SECONDS, MAX_ROWS,
+    MAX_SCENARIO_FILE_BYTES,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +53,21 @@ pub enum ScenarioError {
         index: usize,
         message: String,
     },
+    #[error("{path}: document {index}: field `{field}`: {message}")]
+    ManifestField {
+        path: String,
+        index: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{path}: {size} bytes, more than the limit of {limit} bytes for this file; is it the right file?")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path}: line {line}: `[` / `{{` nested more than {limit} deep; write the structure in block style (one key per line)")]
+    TooDeep {
+        path: String,
+        line: usize,
+        limit: usize,
+    },
 }
 
 /// A loaded, validated scenario.
@@ -55,21 +82,47 @@ pub struct Scenario {
     pub trigger: TriggerFacts,
 }
 
+/// Where a manifest document came from: its file and its position in that file (counted from 0, as
+/// [`ScenarioError::Manifest`] names it).
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub path: PathBuf,
+    pub index: usize,
+}
+
 impl Scenario {
     /// Load by name (a folder under `scenarios/`) or by path to a folder (or to its scenario.yaml).
     pub fn load(name_or_path: &str) -> Result<Self, ScenarioError> {
         let dir = resolve(name_or_path)?;
         let path = dir.join("scenario.yaml");
-        let text = read(&path)?;
+        let text = validate::read_capped(&path, MAX_SCENARIO_FILE_BYTES)?;
         let file: ScenarioFile = model::parse(&path, &text)?;
+        validate::scenario_file(&path, &file)?;
+        expect::validate(&path, &file.expect, file.data.rows)?;
         let mut documents = Vec::new();
+        let mut origins = Vec::new();
         for m in &file.manifests {
             let mpath = dir.join(m);
-            let text = read(&mpath)?;
-            documents.extend(manifests::parse_documents(&mpath, &text)?);
+            let text = validate::read_capped(&mpath, MAX_MANIFEST_FILE_BYTES)?;
+            for (index, doc) in manifests::parse_documents(&mpath, &text)? {
+                documents.push(doc);
+                origins.push(Origin {
+                    path: mpath.clone(),
+                    index,
+                });
+            }
+            if documents.len() > MAX_DOCUMENTS {
+                return Err(ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: "manifests".into(),
+                    message: format!(
+                        "more than {MAX_DOCUMENTS} manifest documents: each is applied to the API server one by one; \
+                         keep the objects the scenario needs"
+                    ),
+                });
+            }
         }
-        let trigger = manifests::trigger_facts(&dir.join(&file.manifests[0]), &documents)?;
-        expect::validate(&path, &file.expect)?;
+        let trigger = manifests::trigger_facts(&path, &documents, &origins)?;
         Ok(Self {
             name: file.name.clone(),
             dir,
@@ -134,13 +187,6 @@ fn resolve(name_or_path: &str) -> Result<PathBuf, ScenarioError> {
         name: name_or_path.to_string(),
         looked: looked.join(", "),
         known: known_scenarios().join(", "),
-    })
-}
-
-fn read(path: &Path) -> Result<String, ScenarioError> {
-    std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        path: path.display().to_string(),
-        source,
     })
 }
 

@@ -120,18 +120,17 @@ pub async fn run(
         });
     }
     if !verdict.passed || opts.always_diagnose {
-        let dir = opts
-            .report_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join("diagnostics")
-            .join(format!("{}-{}", scenario.name, verdict.keda));
-        match world.write_diagnostics(&dir).await {
-            Ok(()) => verdict.diagnostics = Some(dir),
-            Err(e) => eprintln!(
-                "[{label}] writing diagnostics to {} failed: {e:#}",
-                dir.display()
-            ),
+        // A directory of this cell alone: `<report-dir>/diagnostics/<cell>[-N]`, or a private kept temp dir.
+        let cell = format!("{}-{}", scenario.name, verdict.keda);
+        match crate::report::claim_bundle_dir(opts.report_dir.as_deref(), &cell) {
+            Ok(dir) => match world.write_diagnostics(&dir).await {
+                Ok(()) => verdict.diagnostics = Some(dir),
+                Err(e) => eprintln!(
+                    "[{label}] writing diagnostics to {} failed: {e:#}",
+                    dir.display()
+                ),
+            },
+            Err(e) => eprintln!("[{label}] no directory for the diagnostics bundle: {e}"),
         }
     }
     eprintln!(

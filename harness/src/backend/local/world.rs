@@ -327,11 +327,10 @@ impl LocalWorld {
             "events.yaml",
             events.unwrap_or_else(|e| format!("listing events failed: {e}")),
         )?;
-        let sj = self
-            .observer
-            .scaled_job()
-            .await
-            .map(|o| serde_yaml::to_string(&o).unwrap_or_default());
+        // As the API returns it: managedFields, the last-applied copy and env values go by the typed rules.
+        let sj = self.observer.scaled_job().await.map(|o| {
+            serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
+        });
         w(
             "scaledjob.yaml",
             sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
@@ -358,6 +357,11 @@ impl LocalWorld {
         let (apiserver, etcd) = self.control_plane.log_paths();
         w("kube-apiserver.log", tail_file(apiserver, 200_000))?;
         w("etcd.log", tail_file(etcd, 50_000))?;
+        // Last: every file of the bundle, scrubbed of the scenario's Secret values, hidden env values and JWTs.
+        crate::report::Scrubber::new()
+            .with_documents(&self.applied)
+            .scrub_dir(dir)
+            .with_context(|| format!("scrubbing secrets from {}", dir.display()))?;
         Ok(())
     }
 }
