@@ -118,6 +118,95 @@ fn is_dns_name(s: &str) -> bool {
 /// (PostgreSQL docs, "Identifiers and Key Words"), so a longer role or database would be another one.
 const PG_MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// Metadata keys through which a trigger names a host it would dial (case-insensitive substrings).
+const HOST_NAMING_KEYS: [&str; 9] = [
+    "host",
+    "url",
+    "address",
+    "endpoint",
+    "server",
+    "connection",
+    "broker",
+    "bootstrap",
+    "uri",
+];
+
+/// Every host named by every trigger of every ScaledJob and ScaledObject is one the harness serves, or the
+/// load fails naming the trigger: the operator would otherwise dial it (inside the sealed namespace it would
+/// only fail, but the verdict would then be about the harness, not the customer's setup).
+fn check_trigger_hosts(
+    docs: &[Value],
+    origins: &[Origin],
+    served_host: &str,
+) -> Result<(), ScenarioError> {
+    for (at, doc) in docs.iter().enumerate() {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        if kind != "ScaledJob" && kind != "ScaledObject" {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        let triggers = doc["spec"]["triggers"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        for (i, trig) in triggers.iter().enumerate() {
+            let ty = trig["type"].as_str().unwrap_or_default();
+            let err = |field: String, message: String| ScenarioError::ManifestField {
+                path: origins[at].path.display().to_string(),
+                index: origins[at].index,
+                field: format!("{kind} {name}: spec.triggers[{i}] ({ty}){field}"),
+                message,
+            };
+            let Some(md) = trig["metadata"].as_mapping() else {
+                continue;
+            };
+            for (k, v) in md {
+                let key = k.as_str().unwrap_or_default();
+                let lower = key.to_ascii_lowercase();
+                if !HOST_NAMING_KEYS.iter().any(|h| lower.contains(h)) || lower.ends_with("fromenv")
+                {
+                    continue;
+                }
+                let value = str_field(v).unwrap_or_default();
+                if ty == "postgresql" && key == "host" {
+                    if value.parse::<std::net::IpAddr>().is_ok() {
+                        return Err(err(
+                            ".metadata.host".into(),
+                            format!(
+                                "{} is an IP address; the harness only stands in for host names",
+                                shown(&value)
+                            ),
+                        ));
+                    }
+                    if !value.eq_ignore_ascii_case(served_host) {
+                        return Err(err(
+                            ".metadata.host".into(),
+                            format!(
+                                "{} is not the database this run serves ({served_host}, the first postgresql trigger's); \
+                                 split the scenario so each runs with one database host",
+                                shown(&value)
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                if ty == "postgresql" && (key == "port" || key == "userName" || key == "dbName") {
+                    continue;
+                }
+                return Err(err(
+                    format!(".metadata.{key}"),
+                    format!(
+                        "names a destination ({}) the harness does not serve: it stands in for PostgreSQL only; remove \
+                         this trigger from the scenario",
+                        shown(&value)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn trigger_facts(
     scenario_path: &Path,
     docs: &[Value],
@@ -192,6 +281,21 @@ pub(super) fn trigger_facts(
             )
         })?;
     let host = required("host")?;
+    if host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+    {
+        return Err(sj_err(
+            "host",
+            format!(
+                "{} is an IP address: the harness maps host names to its mocks and cannot stand in for an address \
+                 (it may be a real server); write the server's host name, e.g. `myserver.postgres.database.azure.com`",
+                shown(&host)
+            ),
+        ));
+    }
     if !is_dns_name(&host) {
         return Err(sj_err(
             "host",
@@ -215,6 +319,7 @@ pub(super) fn trigger_facts(
         }
         Ok(v)
     };
+    check_trigger_hosts(docs, origins, &host)?;
     let postgres = PostgresTrigger {
         host,
         port,
@@ -391,6 +496,54 @@ mod tests {
             ok.identity_id.as_deref(),
             Some("3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
         );
+    }
+
+    #[test]
+    fn an_ip_literal_host_is_refused_naming_the_trigger() {
+        for ip in ["10.1.2.3", "203.0.113.7", "\"::1\"", "\"[2001:db8::1]\""] {
+            let text = AUTH_AND_JOB
+                .replace("IDENTITY", "3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+                .replace("HOST", ip);
+            let e = facts(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("document 1") && e.contains("metadata.host") && e.contains("IP address"),
+                "{ip}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_host_of_every_trigger_is_served_or_refused_by_name() {
+        let base = AUTH_AND_JOB
+            .replace("IDENTITY", "3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+            .replace("HOST", "db.postgres.database.azure.com");
+        // A second postgresql trigger on another server: the run serves one database host.
+        let two_hosts = base.replace(
+            "      authenticationRef: {name: a}\n",
+            "      authenticationRef: {name: a}\n    - type: postgresql\n      metadata: {host: other.postgres.database.azure.com, userName: u, dbName: d, query: q}\n",
+        );
+        let e = facts(&two_hosts).unwrap_err().to_string();
+        assert!(
+            e.contains("spec.triggers[1] (postgresql).metadata.host")
+                && e.contains("other.postgres.database.azure.com"),
+            "{e}"
+        );
+        // Another scaler that dials out (a ScaledObject's service bus namespace, a URL): refused by name.
+        let other = format!(
+            "{base}---\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: so, namespace: n}}\nspec:\n  scaleTargetRef: {{name: d}}\n  triggers:\n    - type: metrics-api\n      metadata: {{url: \"https://example.com/m\", valueLocation: v}}\n"
+        );
+        let e = facts(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("ScaledObject so: spec.triggers[0] (metrics-api).metadata.url")
+                && e.contains("does not serve"),
+            "{e}"
+        );
+        // A trigger that names no host (cron) is fine, and so is the served host in another case.
+        let cron = base.replace(
+            "      authenticationRef: {name: a}\n",
+            "      authenticationRef: {name: a}\n    - type: cron\n      metadata: {timezone: UTC, start: 0 6 * * *, end: 0 20 * * *, desiredReplicas: \"1\"}\n",
+        );
+        facts(&cron).unwrap();
     }
 
     #[test]
