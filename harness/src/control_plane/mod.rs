@@ -201,40 +201,6 @@ impl LocalControlPlaneBuilder {
         )
         .map_err(io(format!("writing {}", sa_key.display())))?;
 
-        let etcd_client_port = free_port()?;
-        let etcd_peer_port = free_port()?;
-        let apiserver_port = free_port()?;
-        let etcd_url = format!("https://127.0.0.1:{etcd_client_port}");
-        let peer_url = format!("https://127.0.0.1:{etcd_peer_port}");
-        let server_url = format!("https://127.0.0.1:{apiserver_port}");
-
-        let mut etcd_cmd = Command::new(&binaries.etcd);
-        etcd_cmd.args([
-            "--name=keda-harness",
-            &format!("--data-dir={}", dir.join("etcd").display()),
-            &format!("--listen-client-urls={etcd_url}"),
-            &format!("--advertise-client-urls={etcd_url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=keda-harness={peer_url}"),
-            "--log-level=warn",
-            // Test data: durability is worth nothing, fsync latency on a shared disk is worth seconds.
-            "--unsafe-no-fsync",
-            "--client-cert-auth",
-            "--peer-client-cert-auth",
-        ]);
-        for (flag, path) in [
-            ("--trusted-ca-file", &ca_file),
-            ("--cert-file", &etcd_cert),
-            ("--key-file", &etcd_key),
-            ("--peer-trusted-ca-file", &ca_file),
-            ("--peer-cert-file", &etcd_cert),
-            ("--peer-key-file", &etcd_key),
-        ] {
-            etcd_cmd.arg(format!("{flag}={}", path.display()));
-        }
-        let etcd = ManagedChild::spawn("etcd", etcd_cmd, dir.join("etcd.log"))?
-            .with_grace(Duration::from_secs(5));
         let http = reqwest::Client::builder()
             .add_root_certificate(
                 reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).map_err(|e| {
@@ -262,67 +228,137 @@ impl LocalControlPlaneBuilder {
                 what: "building the readiness HTTP client".into(),
                 source: std::io::Error::other(e),
             })?;
-        wait_ready(
-            &etcd,
-            "etcd",
-            ready_timeout,
-            &http,
-            &format!("{etcd_url}/health"),
-        )
-        .await?;
+        // Ports are picked free and bound a moment later by another process: on a busy machine (cells side by
+        // side, other test binaries) another bind can win in between. A start that lost that race is retried
+        // on fresh ports; each failed attempt's log is kept beside the next one.
+        let (etcd, etcd_url) = {
+            let mut attempt = 1;
+            loop {
+                let etcd_client_port = free_port()?;
+                let etcd_peer_port = free_port()?;
+                let etcd_url = format!("https://127.0.0.1:{etcd_client_port}");
+                let peer_url = format!("https://127.0.0.1:{etcd_peer_port}");
+                let mut etcd_cmd = Command::new(&binaries.etcd);
+                etcd_cmd.args([
+                    "--name=keda-harness",
+                    &format!("--data-dir={}", dir.join("etcd").display()),
+                    &format!("--listen-client-urls={etcd_url}"),
+                    &format!("--advertise-client-urls={etcd_url}"),
+                    &format!("--listen-peer-urls={peer_url}"),
+                    &format!("--initial-advertise-peer-urls={peer_url}"),
+                    &format!("--initial-cluster=keda-harness={peer_url}"),
+                    "--log-level=warn",
+                    // Test data: durability is worth nothing, fsync latency on a shared disk is worth seconds.
+                    "--unsafe-no-fsync",
+                    "--client-cert-auth",
+                    "--peer-client-cert-auth",
+                ]);
+                for (flag, path) in [
+                    ("--trusted-ca-file", &ca_file),
+                    ("--cert-file", &etcd_cert),
+                    ("--key-file", &etcd_key),
+                    ("--peer-trusted-ca-file", &ca_file),
+                    ("--peer-cert-file", &etcd_cert),
+                    ("--peer-key-file", &etcd_key),
+                ] {
+                    etcd_cmd.arg(format!("{flag}={}", path.display()));
+                }
+                let log = dir.join("etcd.log");
+                let etcd =
+                    ManagedChild::spawn("etcd", etcd_cmd, &log)?.with_grace(Duration::from_secs(5));
+                match wait_ready(
+                    &etcd,
+                    "etcd",
+                    ready_timeout,
+                    &http,
+                    &format!("{etcd_url}/health"),
+                )
+                .await
+                {
+                    Ok(()) => break (etcd, etcd_url),
+                    Err(e) if attempt < BIND_ATTEMPTS && lost_port_race(&etcd) => {
+                        tracing::info!(
+                            attempt,
+                            "etcd lost a port race; retrying on other ports: {e}"
+                        );
+                        drop(etcd);
+                        keep_failed_log(&log, attempt);
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
 
-        let mut audiences = vec![
-            server_url.clone(),
-            AZURE_AD_TOKEN_EXCHANGE_AUDIENCE.to_string(),
-        ];
-        audiences.extend(self.extra_audiences);
-        let mut apiserver_cmd = Command::new(&binaries.kube_apiserver);
-        apiserver_cmd
-            .args([
-                &format!("--etcd-servers={etcd_url}"),
-                &format!("--etcd-cafile={}", ca_file.display()),
-                &format!("--etcd-certfile={}", etcd_client_cert.display()),
-                &format!("--etcd-keyfile={}", etcd_client_key.display()),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                &format!("--secure-port={apiserver_port}"),
-                &format!("--cert-dir={}", pki.display()),
-                &format!("--tls-cert-file={}", serving_cert.display()),
-                &format!("--tls-private-key-file={}", serving_key.display()),
-                &format!("--client-ca-file={}", ca_file.display()),
-                "--authorization-mode=RBAC",
-                "--anonymous-auth=true",
-                &format!("--service-account-issuer={server_url}"),
-                &format!("--service-account-key-file={}", sa_key.display()),
-                &format!("--service-account-signing-key-file={}", sa_key.display()),
-                &format!("--api-audiences={}", audiences.join(",")),
-                "--service-cluster-ip-range=10.96.0.0/16",
-                // No kubelets and no node addresses: nothing should reconcile the `kubernetes` Service endpoints
-                // to a loopback address (which EndpointSlice validation rejects).
-                "--endpoint-reconciler-type=none",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--v=1",
-            ])
-            .args(&self.extra_apiserver_args);
-        // The apiserver must not route its own loopback calls through a proxy the caller's environment names.
-        apiserver_cmd
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy");
-        let apiserver = ManagedChild::spawn(
-            "kube-apiserver",
-            apiserver_cmd,
-            dir.join("kube-apiserver.log"),
-        )?
-        .with_grace(Duration::from_secs(10));
-        wait_ready(
-            &apiserver,
-            "kube-apiserver",
-            ready_timeout,
-            &http,
-            &format!("{server_url}/readyz"),
-        )
-        .await?;
+        let (apiserver, server_url) = {
+            let mut attempt = 1;
+            loop {
+                let apiserver_port = free_port()?;
+                let server_url = format!("https://127.0.0.1:{apiserver_port}");
+                let mut audiences = vec![
+                    server_url.clone(),
+                    AZURE_AD_TOKEN_EXCHANGE_AUDIENCE.to_string(),
+                ];
+                audiences.extend(self.extra_audiences.iter().cloned());
+                let mut apiserver_cmd = Command::new(&binaries.kube_apiserver);
+                apiserver_cmd
+                    .args([
+                        &format!("--etcd-servers={etcd_url}"),
+                        &format!("--etcd-cafile={}", ca_file.display()),
+                        &format!("--etcd-certfile={}", etcd_client_cert.display()),
+                        &format!("--etcd-keyfile={}", etcd_client_key.display()),
+                        "--bind-address=127.0.0.1",
+                        "--advertise-address=127.0.0.1",
+                        &format!("--secure-port={apiserver_port}"),
+                        &format!("--cert-dir={}", pki.display()),
+                        &format!("--tls-cert-file={}", serving_cert.display()),
+                        &format!("--tls-private-key-file={}", serving_key.display()),
+                        &format!("--client-ca-file={}", ca_file.display()),
+                        "--authorization-mode=RBAC",
+                        "--anonymous-auth=true",
+                        &format!("--service-account-issuer={server_url}"),
+                        &format!("--service-account-key-file={}", sa_key.display()),
+                        &format!("--service-account-signing-key-file={}", sa_key.display()),
+                        &format!("--api-audiences={}", audiences.join(",")),
+                        "--service-cluster-ip-range=10.96.0.0/16",
+                        // No kubelets and no node addresses: nothing should reconcile the `kubernetes` Service endpoints
+                        // to a loopback address (which EndpointSlice validation rejects).
+                        "--endpoint-reconciler-type=none",
+                        "--allow-privileged=true",
+                        "--profiling=false",
+                        "--v=1",
+                    ])
+                    .args(&self.extra_apiserver_args);
+                // The apiserver must not route its own loopback calls through a proxy the caller's environment names.
+                apiserver_cmd
+                    .env_remove("HTTPS_PROXY")
+                    .env_remove("https_proxy");
+                let log = dir.join("kube-apiserver.log");
+                let apiserver = ManagedChild::spawn("kube-apiserver", apiserver_cmd, &log)?
+                    .with_grace(Duration::from_secs(10));
+                match wait_ready(
+                    &apiserver,
+                    "kube-apiserver",
+                    ready_timeout,
+                    &http,
+                    &format!("{server_url}/readyz"),
+                )
+                .await
+                {
+                    Ok(()) => break (apiserver, server_url),
+                    Err(e) if attempt < BIND_ATTEMPTS && lost_port_race(&apiserver) => {
+                        tracing::info!(
+                            attempt,
+                            "kube-apiserver lost a port race; retrying on another port: {e}"
+                        );
+                        drop(apiserver);
+                        keep_failed_log(&log, attempt);
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
 
         let kubeconfig_path = dir.join("admin.kubeconfig");
         write_kubeconfig(
@@ -493,6 +529,20 @@ impl LocalControlPlane {
 
 /// A port the OS says is free on 127.0.0.1 now. (It is released before the server binds it; another process
 /// could take it in between, which shows up as a readiness failure naming the port in the log.)
+/// How often etcd or the apiserver is started on fresh ports after losing a port race.
+const BIND_ATTEMPTS: u32 = 3;
+
+/// Did the child exit because its port was taken between [`free_port`] and its own bind?
+fn lost_port_race(child: &ManagedChild) -> bool {
+    child.exit_status().is_some() && child.log_tail(8000).contains("address already in use")
+}
+
+/// Move a failed attempt's log aside (`etcd.log` -> `etcd.attempt-1.log`) so the next attempt starts clean.
+fn keep_failed_log(log: &Path, attempt: u32) {
+    let aside = log.with_extension(format!("attempt-{attempt}.log"));
+    let _ = std::fs::rename(log, aside);
+}
+
 fn free_port() -> Result<u16, ControlPlaneError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -614,4 +664,37 @@ async fn open_issuer_discovery(client: &kube::Client) -> Result<(), ControlPlane
             call: format!("create clusterrolebinding {ANONYMOUS_DISCOVERY_BINDING}"),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited_with(script: &str, dir: &Path) -> ManagedChild {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        let child = ManagedChild::spawn("fake", c, dir.join("fake.log")).unwrap();
+        let start = std::time::Instant::now();
+        while child.exit_status().is_none() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    #[test]
+    fn only_an_exit_over_a_taken_port_counts_as_a_lost_race() {
+        let dir = tempfile::tempdir().unwrap();
+        // etcd's own words when its port was taken (etcdmain: "listen tcp 127.0.0.1:43145: bind: address already
+        // in use", seen in this project's CI log).
+        let lost = exited_with(
+            r#"echo '{"level":"fatal","msg":"discovery failed","error":"listen tcp 127.0.0.1:1: bind: address already in use"}'; exit 1"#,
+            dir.path(),
+        );
+        assert!(lost_port_race(&lost));
+        // The failed attempt's log moves aside, so the next attempt's log says only what happened to it.
+        keep_failed_log(&dir.path().join("fake.log"), 1);
+        assert!(dir.path().join("fake.attempt-1.log").is_file());
+        let other = exited_with("echo 'some other failure'; exit 1", dir.path());
+        assert!(!lost_port_race(&other));
+    }
 }
