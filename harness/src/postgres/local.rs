@@ -242,45 +242,70 @@ impl LocalPostgres {
         let hba_path = data_dir.join("pg_hba.conf");
         std::fs::write(&hba_path, hba).map_err(io(format!("writing {}", hba_path.display())))?;
 
-        let port = free_port(config.listen_ip)?;
-        pg.addr = SocketAddr::new(config.listen_ip, port);
-        let mut postgres = Command::new(bin_dir.join("postgres"));
-        postgres.arg("-D").arg(&data_dir).args([
-            "-c",
-            &format!("listen_addresses={}", config.listen_ip),
-            "-c",
-            &format!("port={port}"),
-            "-c",
-        ]);
-        postgres.arg(format!("unix_socket_directories={}", socket_dir.display()));
-        // Connections are logged so tests can prove that a rejected token never reached the server.
-        for setting in [
-            "log_connections=on",
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-            "max_connections=200",
-            "shared_buffers=32MB",
-            "password_encryption=scram-sha-256",
-            // Dynamic shared memory as files in the data directory rather than /dev/shm: a server that dies
-            // without its shutdown leaves nothing outside the directory the reaper removes.
-            "dynamic_shared_memory_type=mmap",
-        ] {
-            postgres.args(["-c", setting]);
-        }
-        as_user(&mut postgres, owner);
-        // SIGINT is PostgreSQL's fast shutdown, for a stop and when the harness dies: sessions are ended and the
-        // server removes its shared memory itself.
-        let child = ManagedChild::spawn_with_signals(
-            "postgres",
-            postgres,
-            &log_path,
-            libc::SIGINT,
-            libc::SIGINT,
-        )?;
-        let pid = child.pid();
-        pg.child = Some(child);
-        pg.wait_ready(&data_dir).await?;
+        // A port picked free can be taken before the server binds it (cells side by side): retry on another.
+        let mut attempt = 1;
+        let pid = loop {
+            let port = free_port(config.listen_ip)?;
+            pg.addr = SocketAddr::new(config.listen_ip, port);
+            let mut postgres = Command::new(bin_dir.join("postgres"));
+            postgres.arg("-D").arg(&data_dir).args([
+                "-c",
+                &format!("listen_addresses={}", config.listen_ip),
+                "-c",
+                &format!("port={port}"),
+                "-c",
+            ]);
+            postgres.arg(format!("unix_socket_directories={}", socket_dir.display()));
+            // Connections are logged so tests can prove that a rejected token never reached the server.
+            for setting in [
+                "log_connections=on",
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+                "max_connections=200",
+                "shared_buffers=32MB",
+                "password_encryption=scram-sha-256",
+                // Dynamic shared memory as files in the data directory rather than /dev/shm: a server that dies
+                // without its shutdown leaves nothing outside the directory the reaper removes.
+                "dynamic_shared_memory_type=mmap",
+            ] {
+                postgres.args(["-c", setting]);
+            }
+            as_user(&mut postgres, owner);
+            // SIGINT is PostgreSQL's fast shutdown, for a stop and when the harness dies: sessions are ended and the
+            // server removes its shared memory itself.
+            let child = ManagedChild::spawn_with_signals(
+                "postgres",
+                postgres,
+                &log_path,
+                libc::SIGINT,
+                libc::SIGINT,
+            )?;
+            let pid = child.pid();
+            pg.child = Some(child);
+            match pg.wait_ready(&data_dir).await {
+                Ok(()) => break pid,
+                // PostgreSQL's words when the port was taken between free_port and its bind (pqcomm.c:
+                // "could not bind IPv4 address \"%s\": %m").
+                Err(e)
+                    if attempt < 3
+                        && std::fs::read_to_string(&log_path)
+                            .is_ok_and(|l| l.contains("Address already in use")) =>
+                {
+                    tracing::info!(
+                        attempt,
+                        "PostgreSQL lost a port race; retrying on another port: {e}"
+                    );
+                    pg.child.take();
+                    let _ = std::fs::rename(
+                        &log_path,
+                        log_path.with_extension(format!("attempt-{attempt}.log")),
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         tracing::info!(addr = %pg.addr, pid, dir = %base_dir.display(), auth = config.host_auth.pg_hba_method(), "local PostgreSQL ready");
         Ok(pg)
     }
