@@ -1,9 +1,8 @@
 //! Fault injection: throttling (429 with Retry-After), outages (503) and added latency, once, N times or until
 //! cleared, for every client or one client id, on one endpoint or all.
 //!
-//! Faults live in a table every endpoint responder consults before doing its job. wiremock cannot remove one
-//! mounted mock, and faults must be added and cleared from the admin API (served by a synchronous responder),
-//! so a shared table — not mounted mocks — is the one place that stays correct under both.
+//! Faults live in one shared table that every endpoint handler consults before doing its job, so faults added
+//! or cleared through the admin API take effect for the very next request on any connection.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //!
 //! - [`ca`]: the run's certificate authority and server certificates.
 //! - [`config`]: tenants, apps, federated identity credentials, trusted issuers, faults ([`EntraConfig`]).
-//! - [`server`]: [`EntraMock`], the HTTPS Entra endpoints (wiremock behind a rustls terminator).
+//! - [`server`]: [`EntraMock`], the HTTPS Entra endpoints (hyper over rustls, one task per connection).
 //! - [`token`]: what the token endpoint checks and the access tokens it mints.
 //! - [`assertion`]: a test issuer of client assertions and the example configuration.
 //! - [`pg_front`]: [`pg_front::PgEntraFront`], Azure Database for PostgreSQL's Entra-token login in front of a real server.

@@ -1,4 +1,4 @@
-//! Where KEDA runs (DESIGN.md, "Backends").
+//! Where KEDA runs: `local` (processes on this machine) and `kind` (a kind cluster).
 //!
 //! - [`local`]: no Docker; a real kube-apiserver + etcd, the KEDA operator built from its Go module, and
 //!   PostgreSQL from the machine's binaries behind the Entra front — processes on loopback.
