@@ -5,20 +5,7 @@
 //! 2.14.1, scaling on the fixed versions, and nothing left running afterwards.
 
 use keda_harness::matrix::{run_local, MatrixPlan};
-use keda_harness::prereq::{on_path, require, Tier};
 use keda_harness::report::Verdict;
-
-fn prerequisites() -> bool {
-    require(Tier::Go, || {
-        on_path(
-            "go",
-            "install Go >= 1.26 (KEDA and kube-apiserver are built from Go modules)",
-        )
-    }) && require(
-        Tier::Postgres,
-        keda_harness::postgres::local::server_binaries_available,
-    )
-}
 
 fn assert_passed(v: &Verdict) {
     assert!(
@@ -35,7 +22,7 @@ fn assert_passed(v: &Verdict) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
-    if !prerequisites() {
+    if !keda_harness::prereq::require_local_backend() {
         return;
     }
     let report_dir = tempfile::tempdir().unwrap();

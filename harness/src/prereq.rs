@@ -71,6 +71,20 @@ pub fn require(tier: Tier, check: impl FnOnce() -> Result<(), String>) -> bool {
     }
 }
 
+/// Gate a test that runs the local backend (KEDA and the control plane built from Go modules, PostgreSQL from
+/// the machine's server binaries): [`require`] on both tiers.
+pub fn require_local_backend() -> bool {
+    require(Tier::Go, || {
+        on_path(
+            "go",
+            "install Go >= 1.26 (KEDA and kube-apiserver are built from Go modules)",
+        )
+    }) && require(
+        Tier::Postgres,
+        crate::postgres::local::server_binaries_available,
+    )
+}
+
 /// `Ok` when `program` is found on PATH (or is an existing path), else a reason naming the fix.
 pub fn on_path(program: &str, install_hint: &str) -> Result<(), String> {
     if which(program).is_some() {

@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use keda_harness::lifecycle::STATE_DIR_ENV;
-use keda_harness::prereq::{on_path, require, Tier};
 
 /// The cheapest version to stand up (no token flow); the seed needs it anyway, so its build is shared.
 const VERSION: &str = "2.14.1";
@@ -33,18 +32,6 @@ const PHASES: [&str; 5] = [
 
 /// One run at a time: the descendant check looks at every process below this test process.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prerequisites() -> bool {
-    require(Tier::Go, || {
-        on_path(
-            "go",
-            "install Go >= 1.26 (KEDA and kube-apiserver are built from Go modules)",
-        )
-    }) && require(
-        Tier::Postgres,
-        keda_harness::postgres::local::server_binaries_available,
-    )
-}
 
 struct Sandbox {
     _root: tempfile::TempDir,
@@ -241,7 +228,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn ctrl_c_at_each_phase_of_stand_up_leaves_nothing() {
-    if !prerequisites() {
+    if !keda_harness::prereq::require_local_backend() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,7 +263,7 @@ fn ctrl_c_at_each_phase_of_stand_up_leaves_nothing() {
 
 #[test]
 fn sigkill_once_the_operator_is_up_then_a_new_start_reaps_what_is_left() {
-    if !prerequisites() {
+    if !keda_harness::prereq::require_local_backend() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,20 +15,6 @@
 
 use std::process::{Command, Stdio};
 
-use keda_harness::prereq::{on_path, require, Tier};
-
-fn prerequisites() -> bool {
-    require(Tier::Go, || {
-        on_path(
-            "go",
-            "install Go >= 1.26 (KEDA and kube-apiserver are built from Go modules)",
-        )
-    }) && require(
-        Tier::Postgres,
-        keda_harness::postgres::local::server_binaries_available,
-    )
-}
-
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -47,7 +33,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_pgpass_canary_and_user_proxy_variables_change_nothing() {
-    if !prerequisites() {
+    if !keda_harness::prereq::require_local_backend() {
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
