@@ -316,6 +316,19 @@ async fn local_provider_listens_where_asked_and_cleans_up_on_drop() {
     .unwrap();
     assert_eq!(pg.addr().ip(), ip);
     let dir = pg.log_path().parent().unwrap().to_path_buf();
+    // The unix socket is `trust`: its directory and the server's are the server user's alone, and the name
+    // cannot be guessed from the pid (another user could otherwise pre-create or watch for it).
+    use std::os::unix::fs::PermissionsExt;
+    let socket_dir = pg.socket_dir().expect("a local server has a socket dir");
+    for d in [&dir, &socket_dir] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", d.display());
+    }
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("keda-harness-pg-") && !name.contains(&std::process::id().to_string()),
+        "predictable PostgreSQL dir name {name}"
+    );
     let mut conn = PgConnection::connect_with(
         &PgConnectOptions::new()
             .host("127.0.0.23")
