@@ -3,6 +3,12 @@
 //! The data lives in `harness/catalog/keda-versions.yaml` (embedded into the binary); adding a version is adding
 //! one entry there. `KEDA_HARNESS_CATALOG=PATH` (or [`Catalog::load_from`]) reads another file of the same shape,
 //! e.g. to try an unreleased tag without rebuilding the harness.
+//!
+//! [`derive`] writes a new entry from a tag's go.mod and source (`keda-harness catalog derive vX.Y.Z`);
+//! [`check`] lists the releases the Go module proxy offers that the catalog lacks (`keda-harness catalog check`).
+
+pub mod check;
+pub mod derive;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -41,8 +47,8 @@ pub enum CatalogError {
     #[error(
         "KEDA version {requested} is not in the catalog ({source_name}).\n\
          Known versions: {known}.\n\
-         To add one, append an entry to {CATALOG_REPO_PATH} (tag, go directive, Helm chart, Kubernetes range, \
-         pgx/azidentity/MSAL versions and the tag's go.mod replace pins), or point {CATALOG_OVERRIDE_ENV} at a \
+         To add one, run `keda-harness catalog derive v{requested}`, fill in the fields it marks (Helm chart, \
+         Kubernetes range) and append the entry to {CATALOG_REPO_PATH}, or point {CATALOG_OVERRIDE_ENV} at a \
          catalog file that has it."
     )]
     UnknownVersion {
@@ -169,6 +175,24 @@ pub struct CatalogEntry {
     pub build: BuildNeeds,
     /// The tag's go.mod `replace` pins, which a module building KEDA must repeat.
     pub replace: Vec<ReplacePin>,
+    /// The tag's go.mod `exclude` lines, which a module building KEDA must repeat too (Go ignores a
+    /// dependency's excludes like its replaces; without them the build may select an excluded version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<ExcludeLine>,
+}
+
+/// `exclude PATH VERSION` from a go.mod.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludeLine {
+    pub path: String,
+    pub version: String,
+}
+
+impl fmt::Display for ExcludeLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.path, self.version)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -189,6 +213,26 @@ pub enum PgxErrorStyle {
 }
 
 impl PgxErrorStyle {
+    /// The style of a pgx version (`v5.5.5`, `v5.6.0`): the host left the backticks in pgx v5.6.0 (its
+    /// CHANGELOG, 5.6.0: "Failed connection attempts include all errors"), each attempt now naming its address.
+    /// `None` when the version is no vX.Y.Z.
+    pub fn for_pgx(version: &str) -> Option<PgxErrorStyle> {
+        let v = semver::Version::parse(version.strip_prefix('v')?).ok()?;
+        Some(if v < semver::Version::new(5, 6, 0) {
+            PgxErrorStyle::HostUserDatabase
+        } else {
+            PgxErrorStyle::UserDatabaseAddr
+        })
+    }
+
+    /// The name the catalog uses (`host-user-database`, `user-database-addr`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgxErrorStyle::HostUserDatabase => "host-user-database",
+            PgxErrorStyle::UserDatabaseAddr => "user-database-addr",
+        }
+    }
+
     /// The start of pgx's connect error for a connection to `host` as `user` on `database`.
     pub fn connect_error_prefix(self, host: &str, user: &str, database: &str) -> String {
         match self {
@@ -218,19 +262,34 @@ pub struct BuildNeeds {
     pub known_blocker: Option<String>,
 }
 
-/// `replace PATH => WITH VERSION` from a go.mod.
+/// `replace PATH [PATH_VERSION] => WITH VERSION` from a go.mod.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(deny_unknown_fields)]
 pub struct ReplacePin {
     pub path: String,
+    /// The version on the left of `=>` when the pin replaces only that version of `path`
+    /// (`replace github.com/nexus-rpc/nexus-proto-annotations v0.1.0 => ...` in KEDA 2.21.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_version: Option<String>,
     pub with: String,
     pub version: String,
 }
 
 impl fmt::Display for ReplacePin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} => {} {}", self.path, self.with, self.version)
+        match &self.path_version {
+            Some(old) => write!(f, "{} {old} => {} {}", self.path, self.with, self.version),
+            None => write!(f, "{} => {} {}", self.path, self.with, self.version),
+        }
     }
+}
+
+/// `1.35`: a Kubernetes minor as the catalog writes ranges.
+fn is_minor(text: &str) -> bool {
+    let mut parts = text.split('.');
+    let number =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    number(parts.next()) && number(parts.next()) && parts.next().is_none()
 }
 
 impl Catalog {
@@ -308,12 +367,43 @@ impl Catalog {
                 if value.trim().is_empty() {
                     return Err(invalid(&v, format!("`{field}` is empty")));
                 }
+                if value.contains(derive::FILL_IN) {
+                    return Err(invalid(
+                        &v,
+                        format!(
+                            "`{field}` is still `{}` from `keda-harness catalog derive`: fill it in (see the \
+                             `# FILL IN:` comment above it)",
+                            derive::FILL_IN
+                        ),
+                    ));
+                }
             }
-            if entry.replace.is_empty() {
-                return Err(invalid(
-                    &v,
-                    "`replace` is empty: copy the tag's go.mod replace pins (every KEDA release has some)".into(),
-                ));
+            for (field, value) in [
+                ("kubernetes.min", &entry.kubernetes.min),
+                ("kubernetes.max", &entry.kubernetes.max),
+            ] {
+                if !is_minor(value) {
+                    return Err(invalid(
+                        &v,
+                        format!(
+                            "`{field}` is `{value}`: expected a Kubernetes minor such as \"1.35\""
+                        ),
+                    ));
+                }
+            }
+            if let Some(style) = PgxErrorStyle::for_pgx(&entry.pgx) {
+                if style != entry.pgx_error_style {
+                    return Err(invalid(
+                        &v,
+                        format!(
+                            "`pgx_error_style` is `{}` but pgx {} formats connect errors as `{}` \
+                             (host-user-database before v5.6.0)",
+                            entry.pgx_error_style.as_str(),
+                            entry.pgx,
+                            style.as_str()
+                        ),
+                    ));
+                }
             }
             for pin in &entry.replace {
                 if pin.path.is_empty() || pin.with.is_empty() || pin.version.is_empty() {

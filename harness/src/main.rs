@@ -43,15 +43,45 @@ enum Cli {
     },
     /// Remove what earlier runs that are gone left behind (processes, temp dirs, containers), and say what.
     Clean,
-    /// Print the KEDA version catalog.
+    /// Print the KEDA version catalog; `derive` writes a new entry, `check` looks for releases it lacks.
     Catalog {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// Read this catalog file instead of the embedded one.
-        #[arg(long, env = keda_harness::catalog::CATALOG_OVERRIDE_ENV)]
+        #[arg(long, global = true, env = keda_harness::catalog::CATALOG_OVERRIDE_ENV)]
         catalog: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: Option<CatalogCommand>,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum CatalogCommand {
+    /// Download KEDA at TAG and print its catalog entry (YAML) from the tag's go.mod and source; the fields the
+    /// tag cannot tell are marked `# FILL IN:` and hold a placeholder the catalog refuses until filled.
+    Derive {
+        /// The release tag, e.g. v2.21.0.
+        tag: String,
+        /// Extra environment for `go mod download` (repeatable), e.g. `--env GONOSUMDB=github.com/kedacore/keda`;
+        /// a tag already in the catalog starts from its `build.env`.
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+        env: Vec<(String, String)>,
+    },
+    /// List the releases the Go module proxy offers that are newer than the catalog's newest entry, each with the
+    /// `derive` command to run; exit status 1 when one is missing.
+    Check,
+}
+
+fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "`{text}` is not KEY=VALUE (e.g. GONOSUMDB=github.com/kedacore/keda)"
+        )),
+    }
 }
 
 #[derive(clap::Args)]
@@ -93,7 +123,21 @@ fn main() -> anyhow::Result<()> {
             out,
         } => run_matrix("local", keda, scenario, !sequential, out),
         Cli::Env { command } => keda_harness::env_up::run(command),
-        Cli::Catalog { json, catalog } => print_catalog(json, catalog.as_deref()),
+        Cli::Catalog {
+            json,
+            catalog,
+            command: None,
+        } => print_catalog(json, catalog.as_deref()),
+        Cli::Catalog {
+            catalog,
+            command: Some(CatalogCommand::Derive { tag, env }),
+            ..
+        } => derive_entry(&tag, env, catalog.as_deref()),
+        Cli::Catalog {
+            catalog,
+            command: Some(CatalogCommand::Check),
+            ..
+        } => check_catalog(catalog.as_deref()),
     }
 }
 
@@ -110,12 +154,73 @@ fn report_reaped(report: &keda_harness::lifecycle::ReapReport) {
     }
 }
 
-fn print_catalog(json: bool, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+fn load_catalog(path: Option<&std::path::Path>) -> anyhow::Result<keda_harness::catalog::Catalog> {
     use keda_harness::catalog::Catalog;
-    let catalog = match path {
+    Ok(match path {
         Some(p) => Catalog::load_from(p)?,
         None => Catalog::embedded()?,
-    };
+    })
+}
+
+/// `catalog derive TAG`: the entry on stdout, what to do with it on stderr.
+fn derive_entry(
+    tag: &str,
+    env: Vec<(String, String)>,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use keda_harness::catalog::derive::{GoModFacts, GoRunner, FILL_IN};
+    use keda_harness::catalog::{KedaVersion, CATALOG_REPO_PATH};
+    let version: KedaVersion = tag.parse()?;
+    let catalog = load_catalog(path)?;
+    let known = catalog.get(tag).ok();
+    // A tag already in the catalog downloads with the environment it is known to need; --env adds to it.
+    let mut go_env: std::collections::BTreeMap<String, String> =
+        known.map(|e| e.build.env.clone()).unwrap_or_default();
+    go_env.extend(env);
+    let derived = GoRunner::default().with_env(go_env).derive(version)?;
+    print!("{}", derived.to_yaml_entry());
+    match known {
+        Some(entry) => {
+            let ours = GoModFacts::of_entry(entry);
+            if ours == derived.go_mod {
+                eprintln!(
+                    "keda-harness: KEDA {version} is already in the catalog ({}); its derivable fields match the tag",
+                    catalog.source_name
+                );
+            } else {
+                eprintln!(
+                    "keda-harness: KEDA {version} is already in the catalog ({}) and its derivable fields differ \
+                     from the tag's:\n  catalog: {ours:?}\n  tag:     {:?}",
+                    catalog.source_name, derived.go_mod
+                );
+                std::process::exit(1);
+            }
+        }
+        None => eprintln!(
+            "keda-harness: append the entry above under `versions:` in {CATALOG_REPO_PATH} and replace each \
+             {FILL_IN} (see its `# FILL IN:` comment); the catalog refuses the entry until then"
+        ),
+    }
+    Ok(())
+}
+
+/// `catalog check`: exit 1 when the proxy lists a release newer than the catalog's newest.
+fn check_catalog(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use keda_harness::catalog::check::{proxy_versions, CheckReport};
+    use keda_harness::catalog::derive::GoRunner;
+    let catalog = load_catalog(path)?;
+    let listed = proxy_versions(&GoRunner::default())?;
+    let report = CheckReport::new(&catalog, &listed);
+    print!("{}", report.to_text());
+    if report.missing.is_empty() {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
+}
+
+fn print_catalog(json: bool, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let catalog = load_catalog(path)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&catalog)?);
     } else {

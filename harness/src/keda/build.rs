@@ -211,9 +211,18 @@ pub(crate) fn generate_go_mod(entry: &CatalogEntry) -> String {
         tag = entry.tag,
     );
     for pin in &entry.replace {
-        out.push_str(&format!("\t{} => {} {}\n", pin.path, pin.with, pin.version));
+        out.push_str(&format!("\t{pin}\n"));
     }
     out.push_str(")\n");
+    if !entry.exclude.is_empty() {
+        // Go ignores a dependency's exclude lines as it ignores its replaces: repeat them, or the build may
+        // select a version the tag keeps out of its module graph.
+        out.push_str("\n// The tag's own exclude lines.\nexclude (\n");
+        for line in &entry.exclude {
+            out.push_str(&format!("\t{line}\n"));
+        }
+        out.push_str(")\n");
+    }
     out
 }
 
