@@ -460,3 +460,27 @@ fn control_plane_version_matches_the_control_plane_module() {
         go_mod.display()
     );
 }
+
+/// `catalog check` reads the proxy's real listing: it parses, and it lists at least one release the catalog
+/// has (the proxy here lists only some of the versions it serves, so no exact list is asserted).
+#[test]
+fn check_reads_the_proxys_listing() {
+    if !require(Tier::Go, || {
+        on_path("go", "install Go >= 1.26 (bash ci/prepare.sh)")
+    }) {
+        return;
+    }
+    let catalog = Catalog::embedded().unwrap();
+    let listed = keda_harness::catalog::check::proxy_versions(&GoRunner::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = keda_harness::catalog::check::CheckReport::new(&catalog, &listed);
+    assert!(
+        report
+            .listed
+            .iter()
+            .any(|v| catalog.get(&v.to_string()).is_ok()),
+        "{}",
+        report.to_text()
+    );
+    assert!(report.missing.iter().all(|v| *v > catalog.newest().version));
+}
