@@ -26,6 +26,9 @@ is_interrupted() { local r; for r in "${interrupted[@]}"; do [ "$r" = "$1" ] && 
 
 work=$(mktemp -d /tmp/keda-harness-soak-XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# What a failed round leaves to look at (its output and the diagnostics bundle the harness kept): kept here.
+kept=$PWD/target/soak
+rm -rf "$kept"; mkdir -p "$kept"
 flakes=0 leftovers=0
 times=()
 printf '%-6s %-12s %-9s %-8s %s\n' round kind result seconds leftovers
@@ -55,13 +58,19 @@ for round in $(seq 1 "$rounds"); do
     case $rc in 130) result=stopped ;; 0) result=PASS ;; *) result="FLAKE($rc)"; flakes=$((flakes + 1)) ;; esac
   fi
   sleep 1
+  # A failed verdict's diagnostics bundle is output the harness keeps on purpose (and prints), not a leftover.
+  for d in "$box"/tmp/keda-harness-diagnostics-*; do
+    [ -d "$d" ] && mkdir -p "$kept/round-$round" && mv "$d" "$kept/round-$round/"
+  done
   left=$(ls -A "$box/tmp" "$box/state" 2>/dev/null | grep -v ':$' | grep -v '^$' | tr '\n' ' ' || true)
   procs=$(pgrep -af -- "$box/" | grep -v pgrep | cut -c1-80 | tr '\n' ';' || true)
   what="${left}${procs}"
   [ -n "$what" ] && leftovers=$((leftovers + 1))
   printf '%-6s %-12s %-9s %-8.1f %s\n' "$round" "$kind" "$result" "$secs" "${what:--}"
   if [ "${result#FLAKE}" != "$result" ]; then
-    echo "  --- last lines of round $round's output:"; tail -n 25 "$log" | sed 's/^/  /'
+    mkdir -p "$kept/round-$round" && cp "$log" "$kept/round-$round/output.log"
+    echo "  --- last lines of round $round's output (all of it and the bundle: $kept/round-$round):"
+    tail -n 25 "$log" | sed 's/^/  /'
   fi
   # Leave nothing of ours either: a leftover was counted above, now remove it for the next round.
   pkill -KILL -f -- "$box/" 2>/dev/null || true
