@@ -416,7 +416,65 @@ pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<Man
             }
         }
     }
+    changes.extend(as_keda_writes_it(&mut out));
     (out, changes)
+}
+
+/// Write each ScaledJob the way KEDA's first update will write it back, so that update changes nothing.
+///
+/// KEDA adds its finalizer with a full `Update` of the object, serialised from its Go types: struct fields
+/// without a pointer appear as `{}` even when empty (`spec.rollout`, `spec.scalingStrategy`, each container's
+/// `resources`). A manifest without them therefore gets `metadata.generation` 2 a moment after it is applied,
+/// the ScaledJob is reconciled again and its scale loop restarted; KEDA 2.15.0 can then create Jobs twice from
+/// a cache that has not seen the first ones yet (seen in the soak: 4 Jobs for 3 rows, both loops' "Creating
+/// jobs" in the operator log within one second). Adding the same empty values first keeps generation 1 and one
+/// scale loop. They are the defaults, so KEDA's decisions are unchanged; each addition is listed in the report.
+fn as_keda_writes_it(docs: &mut [Value]) -> Vec<ManifestChange> {
+    let mut changes = Vec::new();
+    for d in docs.iter_mut().filter(|d| d["kind"] == "ScaledJob") {
+        let object = format!(
+            "ScaledJob {}",
+            d["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let mut added = Vec::new();
+        let empty = || Value::Mapping(Default::default());
+        if let Some(spec) = d.get_mut("spec").and_then(Value::as_mapping_mut) {
+            for field in ["rollout", "scalingStrategy"] {
+                if !spec.contains_key(field) {
+                    spec.insert(Value::from(field), empty());
+                    added.push(format!("spec.{field}"));
+                }
+            }
+        }
+        let pod = &mut d["spec"]["jobTargetRef"]["template"]["spec"];
+        for list in ["initContainers", "containers"] {
+            let Some(containers) = pod.get_mut(list).and_then(Value::as_sequence_mut) else {
+                continue;
+            };
+            for (i, c) in containers.iter_mut().enumerate() {
+                if let Some(c) = c.as_mapping_mut() {
+                    if !c.contains_key("resources") {
+                        c.insert(Value::from("resources"), empty());
+                        added.push(format!(
+                            "spec.jobTargetRef.template.spec.{list}[{i}].resources"
+                        ));
+                    }
+                }
+            }
+        }
+        for field in added {
+            changes.push(ManifestChange {
+                object: object.clone(),
+                field,
+                from: "(absent)".into(),
+                to: "{}".into(),
+                why: "as KEDA's own first update writes it: without it that update bumps metadata.generation and \
+                      restarts the scale loop, which can create Jobs twice (KEDA 2.15.0)"
+                    .into(),
+            });
+        }
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -495,6 +553,37 @@ mod tests {
         assert_eq!(
             ok.identity_id.as_deref(),
             Some("3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41")
+        );
+    }
+
+    #[test]
+    fn scaled_jobs_are_applied_as_keda_writes_them_and_each_addition_is_listed() {
+        let docs: Vec<Value> = parse_documents(
+            Path::new("m.yaml"),
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: j}\nspec:\n  scalingStrategy: {strategy: accurate}\n  jobTargetRef:\n    template:\n      spec:\n        containers:\n        - {name: a, image: i}\n        - {name: b, image: i, resources: {limits: {cpu: '1'}}}\n  triggers: []\n",
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+        let (out, changes) = apply_knobs(&docs, &Knobs::default());
+        let spec = &out[0]["spec"];
+        assert_eq!(spec["rollout"], Value::Mapping(Default::default()));
+        // What the customer set stays as it is.
+        assert_eq!(spec["scalingStrategy"]["strategy"], "accurate");
+        let containers = &spec["jobTargetRef"]["template"]["spec"]["containers"];
+        assert_eq!(
+            containers[0]["resources"],
+            Value::Mapping(Default::default())
+        );
+        assert_eq!(containers[1]["resources"]["limits"]["cpu"], "1");
+        let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.rollout",
+                "spec.jobTargetRef.template.spec.containers[0].resources"
+            ]
         );
     }
 
