@@ -143,7 +143,9 @@ impl EntraRig {
                 "subject mismatch",
                 EXAMPLE_CLIENT_ID,
                 self.workload_assertion(),
-                "AADSTS70021",
+                // Today's answer (2024-2026 samples, terraform and `az login` logs): "AADSTS700213: No
+                // matching federated identity record found for presented assertion subject '...'".
+                "AADSTS700213",
             ),
             (
                 "expired assertion",

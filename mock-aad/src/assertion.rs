@@ -152,7 +152,8 @@ pub fn example_config() -> EntraConfig {
             "https://vault.azure.net".into(),
             "https://storage.azure.com".into(),
         ],
-        federated_credential_errors: FicErrorStyle::Combined,
+        federated_credential_errors: FicErrorStyle::PerField,
+        tenant_display_names: Default::default(),
         faults: Vec::new(),
         signing_key_file: None,
     }

@@ -4,6 +4,7 @@
 //! Read from YAML or JSON (YAML is a superset, so one parser serves both). Unknown fields are refused so a
 //! misspelt key is an error naming the key, not a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ use crate::faults::Fault;
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// The resource Azure Database for PostgreSQL tokens are issued for (KEDA >= 2.15 asks for `{this}/.default`).
 pub const OSSRDBMS_RESOURCE: &str = "https://ossrdbms-aad.database.windows.net";
+/// The display name Entra gives a new tenant, and the one a public AADSTS700016 sample shows
+/// (Azure-Samples/azure-health-data-and-ai-samples#100: "...was not found in the directory 'Default Directory'").
+pub const DEFAULT_DIRECTORY_NAME: &str = "Default Directory";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,9 +61,14 @@ pub struct EntraConfig {
     /// Resources a `.default` scope may name; others get AADSTS500011.
     #[serde(default = "default_resources")]
     pub resources: Vec<String>,
-    /// How "no matching federated identity record" is reported.
+    /// How "no matching federated identity record" is reported (default: per field, as tenants answer today).
     #[serde(default)]
     pub federated_credential_errors: FicErrorStyle,
+    /// Directory display names by tenant id: AADSTS700016 names the directory by its display name. A tenant
+    /// not listed is called [`DEFAULT_DIRECTORY_NAME`]. (A map here rather than a field of [`TenantConfig`], so
+    /// code that builds tenants literally keeps compiling.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenant_display_names: BTreeMap<String, String>,
     /// Faults active from the start (the admin API and [`crate::EntraMock::inject_fault`] add more).
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -68,14 +77,16 @@ pub struct EntraConfig {
     pub signing_key_file: Option<PathBuf>,
 }
 
-/// Entra reported a federated-credential mismatch as AADSTS70021 (with issuer, subject and audience in one
-/// message) for years; newer tenants answer AADSTS700211 (issuer), AADSTS700213 (subject) or AADSTS700212
-/// (audience). Both are seen by customers, so both can be played.
+/// How a federated-credential mismatch is reported. Entra answered AADSTS70021 (issuer, subject and audience in
+/// one message) in 2022-2023 samples; every sample from 2024 on is AADSTS700211 (issuer), AADSTS700213
+/// (subject), AADSTS7002138 (subject that differs only in letter case) or AADSTS700212 (audience), so that is
+/// the default; `combined` plays the legacy answer.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FicErrorStyle {
-    #[default]
+    /// Legacy AADSTS70021.
     Combined,
+    #[default]
     PerField,
 }
 
@@ -295,6 +306,21 @@ impl EntraConfig {
                 }
             }
         }
+        for (id, name) in &self.tenant_display_names {
+            let field = format!("tenant_display_names.{id}");
+            if self.tenant(id).is_none() {
+                return Err(invalid(
+                    field,
+                    format!("`{id}` is not one of `tenants[].tenant_id`; name a configured tenant"),
+                ));
+            }
+            if name.trim().is_empty() {
+                return Err(invalid(
+                    field,
+                    "must not be empty (leave the tenant out to get `Default Directory`)",
+                ));
+            }
+        }
         for (i, fault) in self.faults.iter().enumerate() {
             fault
                 .validate()
@@ -308,6 +334,15 @@ impl EntraConfig {
         self.tenants
             .iter()
             .find(|t| t.tenant_id.eq_ignore_ascii_case(tenant_id))
+    }
+
+    /// The directory's display name, as AADSTS700016 prints it.
+    pub fn tenant_display_name(&self, tenant_id: &str) -> &str {
+        self.tenant_display_names
+            .iter()
+            .find(|(id, _)| id.eq_ignore_ascii_case(tenant_id))
+            .map(|(_, name)| name.as_str())
+            .unwrap_or(DEFAULT_DIRECTORY_NAME)
     }
 
     pub fn trusted_issuer(&self, issuer: &str) -> Option<&TrustedIssuer> {
@@ -362,6 +397,36 @@ trusted_issuers:
         let fic = &c.tenants[0].apps[0].federated_identity_credentials[0];
         assert_eq!(fic.audiences, vec![TOKEN_EXCHANGE_AUDIENCE.to_string()]);
         assert!(c.resources.iter().any(|r| r == OSSRDBMS_RESOURCE));
+    }
+
+    #[test]
+    fn per_field_fic_errors_and_default_directory_name_are_the_defaults() {
+        let c = EntraConfig::from_str_named(MINIMAL, "inline").unwrap();
+        assert_eq!(c.federated_credential_errors, FicErrorStyle::PerField);
+        assert_eq!(c.tenant_display_name("t1"), DEFAULT_DIRECTORY_NAME);
+        let legacy = format!("{MINIMAL}federated_credential_errors: combined\n");
+        let c = EntraConfig::from_str_named(&legacy, "inline").unwrap();
+        assert_eq!(c.federated_credential_errors, FicErrorStyle::Combined);
+    }
+
+    #[test]
+    fn tenant_display_names_name_configured_tenants() {
+        let named = format!("{MINIMAL}tenant_display_names:\n  T1: Contoso\n");
+        let c = EntraConfig::from_str_named(&named, "inline").unwrap();
+        assert_eq!(c.tenant_display_name("t1"), "Contoso");
+        let bad = format!("{MINIMAL}tenant_display_names:\n  t2: Contoso\n");
+        let err = EntraConfig::from_str_named(&bad, "cfg.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tenant_display_names.t2") && err.contains("tenants[].tenant_id"),
+            "{err}"
+        );
+        let empty = format!("{MINIMAL}tenant_display_names:\n  t1: \"\"\n");
+        let err = EntraConfig::from_str_named(&empty, "cfg.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant_display_names.t1"), "{err}");
     }
 
     #[test]

@@ -107,13 +107,18 @@ impl EntraError {
         )
     }
 
-    pub fn unknown_client(client_id: &str, tenant: &str) -> Self {
+    /// Entra names the directory by its display name. Public sample (Azure-Samples/
+    /// azure-health-data-and-ai-samples#100, 2023): "AADSTS700016: Application with identifier '63890e31-...'
+    /// was not found in the directory 'Default Directory'. This can happen if the application has not been
+    /// installed by the administrator of the tenant or consented to by any user in the tenant. You may have
+    /// sent your authentication request to the wrong tenant."
+    pub fn unknown_client(client_id: &str, directory: &str) -> Self {
         Self::new(
             400,
             "unauthorized_client",
             700016,
             format!(
-                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+                "Application with identifier '{client_id}' was not found in the directory '{directory}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
             ),
         )
     }
@@ -158,6 +163,8 @@ impl EntraError {
         )
     }
 
+    /// The legacy answer (2022-2023 samples, e.g. Azure/azure-workload-identity#340): one message naming issuer,
+    /// subject and audience. Played only with `federated_credential_errors: combined`.
     pub fn no_matching_fic(issuer: &str, subject: &str, audience: &str) -> Self {
         Self::new(
             401,
@@ -169,6 +176,11 @@ impl EntraError {
         )
     }
 
+    /// AADSTS700211/700212/700213: what tenants answer since 2024. Public samples (terraform and `az login`
+    /// logs 2025-2026): "AADSTS700213: No matching federated identity record found for presented assertion
+    /// subject 'system:serviceaccount:NS:SA'. Check your federated identity credential Subject, Audience and
+    /// Issuer against the presented assertion.
+    /// https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
     pub fn no_matching_fic_issuer(issuer: &str) -> Self {
         Self::fic_field(700211, "issuer", issuer)
     }
@@ -189,7 +201,38 @@ impl EntraError {
         )
     }
 
-    pub fn assertion_time_range(now: i64, not_before: Option<i64>, expiry: Option<i64>) -> Self {
+    /// A subject that matches a federated credential only when letter case is ignored (Entra matches
+    /// case-sensitively since 2024-2025). Public sample (Azure/login#515, 2025-02-22; same text in #497 and
+    /// #573; #517 is the same error): "AADSTS7002138: No matching federated identity record found for
+    /// presented assertion subject 'repo:...:environment:Production'. The subject matches with
+    /// case-insensitive comparison, but not with case-sensitive comparison. Check your federated identity
+    /// credential Subject, Audience and Issuer against the presented assertion. See documentation at:
+    /// https://learn.microsoft.com/entra/workload-id/workload-identity-federation. See breaking change
+    /// notification and remediation at:
+    /// https://learn.microsoft.com/en-us/entra/identity-platform/reference-breaking-changes#august-2024."
+    pub fn no_matching_fic_subject_case(subject: &str) -> Self {
+        Self::new(
+            401,
+            "invalid_client",
+            7002138,
+            format!(
+                "No matching federated identity record found for presented assertion subject '{subject}'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. See documentation at: https://learn.microsoft.com/entra/workload-id/workload-identity-federation. See breaking change notification and remediation at: https://learn.microsoft.com/en-us/entra/identity-platform/reference-breaking-changes#august-2024."
+            ),
+        )
+    }
+
+    /// Public sample (AzureAD/microsoft-authentication-library-for-dotnet#4951, 2024-10-03): "AADSTS700024:
+    /// Client assertion is not within its valid time range. Current time: 2024-10-02T22:05:03.6755165Z,
+    /// assertion valid from 1970-01-01T00:00:00.0000000Z, expiry time of assertion
+    /// 2024-10-02T21:30:53.0000000Z. Review the documentation at
+    /// https://learn.microsoft.com/entra/identity-platform/certificate-credentials" — the current time carries
+    /// Entra's sub-second digits (100 ns ticks); the assertion's times are whole seconds; a missing `nbf`
+    /// prints as the epoch.
+    pub fn assertion_time_range(
+        now: time::OffsetDateTime,
+        not_before: Option<i64>,
+        expiry: Option<i64>,
+    ) -> Self {
         let fmt = |t: Option<i64>| match t {
             Some(t) => assertion_time(t),
             None => "(none)".to_string(),
@@ -200,22 +243,30 @@ impl EntraError {
             700024,
             format!(
                 "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
-                assertion_time(now),
+                entra_current_time(now),
                 fmt(not_before.or(Some(0))),
                 fmt(expiry)
             ),
         )
     }
 
-    pub fn signature_key_not_found(kid: &str) -> Self {
+    /// A federated assertion whose `kid` the issuer's JWKS does not list (AADSTS50013 belongs to certificate
+    /// credentials and on-behalf-of). Public sample (Azure/azure-workload-identity#1232, 2024-01-14):
+    /// "AADSTS7000272: The certificate with identifier DFA184AB... used to sign the federated credential could
+    /// not be found in the metadata of identity provider https://oidc.svasys.com. Please validate that your
+    /// Identity Provider's metadata exposes the key used to sign the incoming token." With no `kid` the
+    /// identifier is empty (same text in Azure/azure-workload-identity#616: "identifier  used").
+    pub fn signature_key_not_found(kid: &str, issuer: &str) -> Self {
         Self::new(
             401,
             "invalid_client",
-            50013,
-            format!("Assertion failed signature validation. [Reason - The key was not found., Key ID of key used by client: '{kid}']"),
+            7000272,
+            format!("The certificate with identifier {kid} used to sign the federated credential could not be found in the metadata of identity provider {issuer}. Please validate that your Identity Provider's metadata exposes the key used to sign the incoming token."),
         )
     }
 
+    /// A listed key whose signature does not verify. No public sample for federated assertions; the
+    /// certificate-credential text is the closest Entra wording.
     pub fn signature_mismatch() -> Self {
         Self::new(
             401,
@@ -234,13 +285,17 @@ impl EntraError {
         )
     }
 
+    /// Public samples (MicrosoftDocs/azure-docs#99862, 2022; microsoftgraph/msgraph-sdk-python#181, 2023):
+    /// "AADSTS1002012: The provided value for scope User.Read is not valid. Client credential flows must have a
+    /// scope value with /.default suffixed to the resource identifier (application ID URI)." (AADSTS70011 is
+    /// the older wording.)
     pub fn invalid_scope(scope: &str) -> Self {
         Self::new(
             400,
             "invalid_scope",
-            70011,
+            1002012,
             format!(
-                "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
             ),
         )
     }
@@ -256,6 +311,10 @@ impl EntraError {
         )
     }
 
+    /// Instance discovery for an authority host Entra does not know. Public sample (AzureAD/
+    /// microsoft-authentication-library-for-js#2357; AzureAD/microsoft-authentication-library-for-go#438 cites
+    /// the code): 400, `{"error":"invalid_instance","error_description":"AADSTS50049: Unknown or invalid
+    /// instance. Trace ID: ..."`.
     pub fn unknown_instance() -> Self {
         Self::new(
             400,
@@ -338,13 +397,23 @@ pub fn entra_timestamp(t: time::OffsetDateTime) -> String {
     t.format(&f).unwrap_or_default()
 }
 
-/// `2024-10-02T22:05:03.0000000Z`, as in AADSTS700024.
+/// An assertion's `nbf`/`exp` as AADSTS700024 prints it: `2024-10-02T21:30:53.0000000Z` (whole seconds).
 fn assertion_time(unix: i64) -> String {
     let t =
         time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let f =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].0000000Z");
     t.format(&f).unwrap_or_default()
+}
+
+/// Entra's clock in AADSTS700024: `2024-10-02T22:05:03.6755165Z` (seven sub-second digits, 100 ns ticks).
+fn entra_current_time(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -367,15 +436,20 @@ mod tests {
 
     #[test]
     fn time_range_message_formats_like_entra() {
-        let e = EntraError::assertion_time_range(
-            1_700_000_000,
-            Some(1_600_000_000),
-            Some(1_600_000_600),
-        );
+        // The shape of the public sample quoted on `assertion_time_range`.
+        let now =
+            time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let e = EntraError::assertion_time_range(now, None, Some(1_600_000_600));
         assert!(
-            e.message.contains("Current time: 2023-11-14T22:13:20.0000000Z, assertion valid from 2020-09-13T12:26:40.0000000Z"),
+            e.message.contains("Current time: 2023-11-14T22:13:20.1234567Z, assertion valid from 1970-01-01T00:00:00.0000000Z, expiry time of assertion 2020-09-13T12:36:40.0000000Z."),
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn current_time_keeps_seven_digits_even_on_a_whole_second() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(entra_current_time(now), "2023-11-14T22:13:20.0000000Z");
     }
 }

@@ -61,6 +61,20 @@ const DEFAULT_CERT_NAMES: [&str; 6] = [
     "127.0.0.1",
     "::1",
 ];
+/// Authority hosts real Entra's instance discovery knows (MSAL's trusted list: public cloud aliases and the
+/// sovereign clouds); discovery for any other host is AADSTS50049 unless the mock serves it.
+const ENTRA_KNOWN_HOSTS: [&str; 10] = [
+    ENTRA_HOST,
+    "login.windows.net",
+    "login.microsoft.com",
+    "sts.windows.net",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+    "login.microsoftonline.de",
+    "login-us.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.usgovcloudapi.net",
+];
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's default, set explicitly: a client that sends half a request line is dropped after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -220,12 +234,20 @@ impl EntraMockBuilder {
                 if !addr.ip().is_unspecified() && !names.contains(&addr.ip().to_string()) {
                     names.push(addr.ip().to_string());
                 }
-                names.extend(self.extra_names);
+                names.extend(self.extra_names.iter().cloned());
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
                 ca.issue_server(&refs)?
             }
         };
         let tls_config = cert.rustls_server_config()?;
+        // The names the mock answers to: its certificate's, the listen address, and the caller's extra names
+        // (those also name a service the certificate may cover by a wildcard).
+        let mut served_hosts = cert_host_names(&cert.cert_pem);
+        served_hosts.push(addr.ip().to_string());
+        served_hosts.extend(self.extra_names.iter().cloned());
+        for h in &mut served_hosts {
+            h.make_ascii_lowercase();
+        }
 
         let (state_tmp, state_dir) = match self.state_dir {
             Some(d) => {
@@ -259,6 +281,7 @@ impl EntraMockBuilder {
             issuer_keys: IssuerKeys::default(),
             signing,
             config,
+            served_hosts,
         });
         for f in &shared.config.faults {
             shared.faults.add(f.clone());
@@ -646,6 +669,8 @@ struct Shared {
     issuer_keys: IssuerKeys,
     faults: FaultTable,
     journal: Journal,
+    /// Lower-case host names and IPs the mock serves (instance discovery answers 200 for these).
+    served_hosts: Vec<String>,
 }
 
 /// What the handlers see of a request: its body already read under the limits.
@@ -975,6 +1000,15 @@ impl Shared {
             }
             None => (host.to_string(), "common".to_string()),
         };
+        // Real Entra refuses discovery for a host it does not know; the mock knows Entra's hosts and its own
+        // (the one this request reached it by, and its certificate's names).
+        let bare = bare_host(&authority_host);
+        let known_here = ENTRA_KNOWN_HOSTS.contains(&bare.as_str())
+            || bare == bare_host(host)
+            || self.served_hosts.contains(&bare);
+        if !known_here {
+            return Err(EntraError::unknown_instance());
+        }
         let mut metadata = vec![serde_json::json!({
             "preferred_network": ENTRA_HOST,
             "preferred_cache": "login.windows.net",
@@ -1185,4 +1219,38 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// `host[:port]` lower-cased without the port (IPv6 literals keep their brackets off).
+fn bare_host(authority: &str) -> String {
+    let a = authority.trim();
+    let h = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => a,
+        }
+    };
+    h.to_ascii_lowercase()
+}
+
+/// The DNS names and IPs in a PEM server certificate's subject alternative names (empty when unreadable:
+/// the mock then knows only its listen address and extra names).
+fn cert_host_names(cert_pem: &str) -> Vec<String> {
+    match rcgen::CertificateParams::from_ca_cert_pem(cert_pem) {
+        Ok(params) => params
+            .subject_alt_names
+            .iter()
+            .filter_map(|san| match san {
+                rcgen::SanType::DnsName(n) => Some(n.as_str().to_string()),
+                rcgen::SanType::IpAddress(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the served certificate's names; instance discovery knows only the listen address and extra names");
+            Vec::new()
+        }
+    }
 }

@@ -135,9 +135,9 @@ impl TokenService<'_> {
             TokenEndpointVersion::V2 => required(&form, "scope")?,
             TokenEndpointVersion::V1 => required(&form, "resource")?,
         };
-        let app = tenant_cfg
-            .app(client_id)
-            .ok_or_else(|| EntraError::unknown_client(client_id, tenant))?;
+        let app = tenant_cfg.app(client_id).ok_or_else(|| {
+            EntraError::unknown_client(client_id, self.config.tenant_display_name(tenant))
+        })?;
 
         let appidacr = if let Some(assertion) = form.get("client_assertion") {
             let assertion_type = form.get("client_assertion_type").map(String::as_str);
@@ -187,7 +187,14 @@ impl TokenService<'_> {
                     if !fics.iter().any(|f| f.issuer == iss) {
                         EntraError::no_matching_fic_issuer(iss)
                     } else if !fics.iter().any(|f| f.issuer == iss && f.subject == sub) {
-                        EntraError::no_matching_fic_subject(sub)
+                        if fics
+                            .iter()
+                            .any(|f| f.issuer == iss && f.subject.eq_ignore_ascii_case(sub))
+                        {
+                            EntraError::no_matching_fic_subject_case(sub)
+                        } else {
+                            EntraError::no_matching_fic_subject(sub)
+                        }
                     } else {
                         EntraError::no_matching_fic_audience(first_aud)
                     }
@@ -204,7 +211,8 @@ impl TokenService<'_> {
             Ok(k) => k,
             Err(KeyLookupError::NotFound) => {
                 return Err(EntraError::signature_key_not_found(
-                    header.kid.as_deref().unwrap_or("(none)"),
+                    header.kid.as_deref().unwrap_or(""),
+                    iss,
                 ))
             }
             Err(KeyLookupError::Unavailable(why)) => {
@@ -220,7 +228,7 @@ impl TokenService<'_> {
             return Err(EntraError::signature_mismatch());
         }
         let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| {
-            EntraError::signature_key_not_found(header.kid.as_deref().unwrap_or("(none)"))
+            EntraError::signature_key_not_found(header.kid.as_deref().unwrap_or(""), iss)
         })?;
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_exp = false;
@@ -231,7 +239,8 @@ impl TokenService<'_> {
             .map_err(|_| EntraError::signature_mismatch())?;
 
         // Time range.
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now_at = time::OffsetDateTime::now_utc();
+        let now = now_at.unix_timestamp();
         let skew = self.config.assertion_clock_skew_secs as i64;
         let exp = claims.get("exp").and_then(|v| v.as_i64());
         let nbf = claims.get("nbf").and_then(|v| v.as_i64());
@@ -244,7 +253,7 @@ impl TokenService<'_> {
             None => false,
         };
         if !in_range {
-            return Err(EntraError::assertion_time_range(now, nbf, exp));
+            return Err(EntraError::assertion_time_range(now_at, nbf, exp));
         }
         Ok(())
     }
@@ -413,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn scope_without_default_is_70011() {
+    fn scope_without_default_is_1002012() {
         for bad in [
             "https://x/user.read",
             "openid profile",
@@ -421,7 +430,7 @@ mod tests {
             "/.default",
         ] {
             let e = resource_of_scope(bad).unwrap_err();
-            assert_eq!(e.code, 70011, "{bad}");
+            assert_eq!(e.code, 1002012, "{bad}");
             assert_eq!(e.error, "invalid_scope");
         }
     }

@@ -108,7 +108,9 @@ async fn example_config_serve_mint_and_stop() {
         body["error_description"]
             .as_str()
             .unwrap()
-            .starts_with("AADSTS70021:"),
+            // The example config plays today's per-field answer (2024-2026 samples: "AADSTS700213: No
+            // matching federated identity record found for presented assertion subject '...'").
+            .starts_with("AADSTS700213: No matching federated identity record found for presented assertion subject '"),
         "{body}"
     );
 

@@ -346,18 +346,24 @@ async fn every_error_path_is_entra_shaped() {
             status: 400,
             code: 700016,
             error: "unauthorized_client",
-            mentions: vec!["00000000-0000-0000-0000-0000000c1e00".into(), TENANT.into()],
+            // Entra names the directory by its display name (Azure-Samples/
+            // azure-health-data-and-ai-samples#100: "...was not found in the directory 'Default Directory'").
+            mentions: vec![
+                "Application with identifier '00000000-0000-0000-0000-0000000c1e00' was not found in the directory 'Default Directory'".into(),
+            ],
         },
         Case {
             name: "subject of the workload's own service account",
             tenant: TENANT,
             form: with(CLIENT, &workload_sa, SCOPE),
             status: 401,
-            code: 70021,
+            // The 2024-2026 samples (terraform and `az login` logs): "AADSTS700213: No matching federated
+            // identity record found for presented assertion subject 'system:serviceaccount:NS:SA'. Check your
+            // federated identity credential Subject, Audience and Issuer against the presented assertion."
+            code: 700213,
             error: "invalid_client",
             mentions: vec![
-                "system:serviceaccount:movie-api:keda-service-account".into(),
-                mock_aad::assertion::BUILTIN_ISSUER.into(),
+                "No matching federated identity record found for presented assertion subject 'system:serviceaccount:movie-api:keda-service-account'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion.".into(),
             ],
         },
         Case {
@@ -365,7 +371,7 @@ async fn every_error_path_is_entra_shaped() {
             tenant: TENANT,
             form: with(CLIENT, &wrong_aud, SCOPE),
             status: 401,
-            code: 70021,
+            code: 700212,
             error: "invalid_client",
             mentions: vec!["api://other".into()],
         },
@@ -401,9 +407,15 @@ async fn every_error_path_is_entra_shaped() {
             tenant: TENANT,
             form: with(CLIENT, &foreign_key, SCOPE),
             status: 401,
-            code: 50013,
+            // Azure/azure-workload-identity#1232: "AADSTS7000272: The certificate with identifier ... used to
+            // sign the federated credential could not be found in the metadata of identity provider
+            // https://oidc.svasys.com. Please validate ..."
+            code: 7000272,
             error: "invalid_client",
-            mentions: vec!["key was not found".into()],
+            mentions: vec![
+                "used to sign the federated credential could not be found in the metadata of identity provider".into(),
+                mock_aad::assertion::BUILTIN_ISSUER.into(),
+            ],
         },
         Case {
             name: "malformed assertion",
@@ -423,9 +435,12 @@ async fn every_error_path_is_entra_shaped() {
                 "https://ossrdbms-aad.database.windows.net/user_impersonation",
             ),
             status: 400,
-            code: 70011,
+            // MicrosoftDocs/azure-docs#99862: "AADSTS1002012: The provided value for scope
+            // 6a8b.../full_access is not valid. Client credential flows must have a scope value with /.default
+            // suffixed to the resource identifier (application ID URI)."
+            code: 1002012,
             error: "invalid_scope",
-            mentions: vec!["user_impersonation".into()],
+            mentions: vec!["The provided value for scope https://ossrdbms-aad.database.windows.net/user_impersonation is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).".into()],
         },
         Case {
             name: "resource unknown to the tenant",
@@ -542,11 +557,93 @@ async fn every_error_path_is_entra_shaped() {
     assert_eq!(codes, expected);
 }
 
+/// AADSTS700024's "Current time" carries Entra's seven sub-second digits (AzureAD/
+/// microsoft-authentication-library-for-dotnet#4951: "Current time: 2024-10-02T22:05:03.6755165Z, assertion
+/// valid from 1970-01-01T00:00:00.0000000Z, expiry time of assertion 2024-10-02T21:30:53.0000000Z.").
+#[tokio::test]
+async fn expired_assertion_prints_the_current_time_with_ticks() {
+    let (mock, client) = start_example().await;
+    let expired = TestIssuer::builtin()
+        .mint(&AssertionSpec::new(SUBJECT).expired(Duration::from_secs(600)))
+        .unwrap();
+    let (status, body) = post_token(
+        &client,
+        &mock,
+        TENANT,
+        &assertion_form(CLIENT, &expired, SCOPE),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let desc = assert_entra_error(&body, 700024);
+    let current = desc
+        .split("Current time: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no `Current time: ...,` in {desc}"));
+    // yyyy-mm-ddThh:mm:ss.fffffffZ
+    let b = current.as_bytes();
+    assert_eq!(b.len(), 28, "{current}");
+    for (i, c) in b.iter().enumerate() {
+        let want_digit = !matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 27);
+        assert_eq!(c.is_ascii_digit(), want_digit, "{current} at {i}");
+    }
+    assert_eq!(&current[10..11], "T");
+    assert_eq!(&current[19..20], ".");
+    assert!(current.ends_with('Z'));
+    assert!(desc.contains(", assertion valid from "), "{desc}");
+    assert!(
+        desc.contains(".0000000Z, expiry time of assertion "),
+        "{desc}"
+    );
+}
+
+/// A subject that matches a credential only when letter case is ignored: AADSTS7002138 (Azure/login#515:
+/// "...presented assertion subject 'repo:...'. The subject matches with case-insensitive comparison, but not
+/// with case-sensitive comparison. Check your federated identity credential Subject, Audience and Issuer
+/// against the presented assertion.").
+#[tokio::test]
+async fn subject_differing_only_in_case_is_7002138() {
+    let (mock, client) = start_example().await;
+    let upper = SUBJECT.replace("keda-operator", "KEDA-Operator");
+    let a = TestIssuer::builtin()
+        .mint(&AssertionSpec::new(&upper))
+        .unwrap();
+    let (status, body) =
+        post_token(&client, &mock, TENANT, &assertion_form(CLIENT, &a, SCOPE)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    let desc = assert_entra_error(&body, 7002138);
+    assert!(
+        desc.contains(&format!("No matching federated identity record found for presented assertion subject '{upper}'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison.")),
+        "{desc}"
+    );
+}
+
+/// The legacy AADSTS70021 (Azure/azure-workload-identity#340: "AADSTS70021: No matching federated identity
+/// record found for presented assertion.") is played only when configured.
+#[tokio::test]
+async fn combined_federated_credential_error_is_opt_in() {
+    let mut config = example_config();
+    config.federated_credential_errors = FicErrorStyle::Combined;
+    let (mock, client) = start(config).await;
+    let a = TestIssuer::builtin()
+        .mint(&AssertionSpec::new("system:serviceaccount:x:y"))
+        .unwrap();
+    let (status, body) =
+        post_token(&client, &mock, TENANT, &assertion_form(CLIENT, &a, SCOPE)).await;
+    assert_eq!(status, 401, "{body}");
+    let desc = assert_entra_error(&body, 70021);
+    assert!(
+        desc.contains("No matching federated identity record found for presented assertion.")
+            && desc.contains("system:serviceaccount:x:y"),
+        "{desc}"
+    );
+}
+
 #[tokio::test]
 async fn per_field_federated_credential_errors() {
-    let mut config = example_config();
-    config.federated_credential_errors = FicErrorStyle::PerField;
-    let (mock, client) = start(config).await;
+    // The default.
+    let (mock, client) = start_example().await;
     let issuer = TestIssuer::builtin();
     let other_issuer = TestIssuer::new(
         "https://other-issuer.example",
@@ -954,6 +1051,55 @@ async fn instance_discovery_edges_and_v1_metadata() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     assert_entra_error(&resp.json().await.unwrap(), 50049);
+    // An https authority on a host neither Entra nor the mock serves: 400 invalid_instance AADSTS50049, as
+    // Entra answers (AzureAD/microsoft-authentication-library-for-go#438; sample body in
+    // AzureAD/microsoft-authentication-library-for-js#2357: "AADSTS50049: Unknown or invalid instance.").
+    let resp = client
+        .get(format!("{base}/common/discovery/instance"))
+        .query(&[
+            ("api-version", "1.1"),
+            (
+                "authorization_endpoint",
+                "https://login.unknown-cloud.example/t/oauth2/v2.0/authorize",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_instance");
+    let desc = assert_entra_error(&body, 50049);
+    assert!(desc.contains("Unknown or invalid instance."), "{desc}");
+    // Entra's own hosts (public and sovereign) and the hosts the mock serves (its certificate's names, its
+    // listen address) keep answering 200.
+    for authority in [
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/authorize"),
+        format!("https://LOGIN.microsoftonline.us/{TENANT}/oauth2/v2.0/authorize"),
+        format!(
+            "https://localhost:{}/{TENANT}/oauth2/v2.0/authorize",
+            mock.addr().port()
+        ),
+        format!("https://{}/{TENANT}/oauth2/v2.0/authorize", mock.addr()),
+    ] {
+        let resp = client
+            .get(format!("{base}/common/discovery/instance"))
+            .query(&[
+                ("api-version", "1.1"),
+                ("authorization_endpoint", &authority),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{authority}");
+        let doc: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            doc["tenant_discovery_endpoint"].as_str().is_some_and(
+                |e| e.ends_with(&format!("/{TENANT}/v2.0/.well-known/openid-configuration"))
+            ),
+            "{authority}: {doc}"
+        );
+    }
     // v1 metadata: sts.windows.net issuer, v1 token endpoint.
     let v1: serde_json::Value = client
         .get(format!("{base}/{TENANT}/.well-known/openid-configuration"))
