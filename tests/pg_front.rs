@@ -142,6 +142,63 @@ async fn empty_password_gets_the_same_error_fields_as_a_real_postgres_with_metho
     assert_eq!(stack.front.upstream_sessions(), 0);
 }
 
+/// Azure's own texts for an expired token and a token for another resource (the SQLSTATE is not published;
+/// the front sends 28000, see `mock_aad::pg_front::wire::token_expired_error`). Public samples:
+/// darold/ora2pg#1851 ("FATAL:  The access token has expired. Please acquire a new token and retry.") and
+/// microsoft/azuredatastudio-postgresql#505 ("FATAL: The access token does not have a valid audience claim.
+/// Please acquire a new token for the resource "https://ossrdbms-aad.database.windows.net".").
+#[tokio::test]
+async fn expired_and_wrong_audience_tokens_get_azures_texts() {
+    if !postgres_available() {
+        return;
+    }
+    let stack = start_stack(HostAuth::Password).await;
+    let mut expired = v1_claims();
+    expired["exp"] = (expired["iat"].as_i64().unwrap() - 3600).into();
+    expired["nbf"] = (expired["iat"].as_i64().unwrap() - 7200).into();
+    // A real token from the mock, for a resource that is not the database.
+    let wrong_audience = stack
+        .entra_token_for("https://management.azure.com/.default")
+        .await;
+    let cases = [
+        (
+            "expired",
+            sign_with_entra_key(&expired),
+            "The access token has expired. Please acquire a new token and retry.",
+            "expired",
+        ),
+        (
+            "wrong audience",
+            wrong_audience,
+            "The access token does not have a valid audience claim. Please acquire a new token for the resource \"https://ossrdbms-aad.database.windows.net\".",
+            "audience",
+        ),
+    ];
+    for (name, password, text, reason) in &cases {
+        let fields = connect_error(front_options(&stack, password)).await;
+        assert_eq!(fields.0, "Fatal", "{name}: {fields:?}");
+        assert_eq!(fields.1, "28000", "{name}: {fields:?}");
+        assert_eq!(fields.2, *text, "{name}");
+        match &stack.front.journal().entries().last().unwrap().outcome {
+            AuthOutcome::Rejected { reason: got } => {
+                assert!(got.contains(reason), "{name}: journal says {got:?}")
+            }
+            other => panic!("{name}: journal says {other:?}"),
+        }
+    }
+    assert_eq!(stack.front.upstream_sessions(), 0);
+    // An expired token signed by a key Entra does not publish learns nothing more than a wrong password.
+    let forged_expired = mock_aad::keys::RsaSigningKey::builtin_issuer_key()
+        .sign_jwt(&expired)
+        .unwrap();
+    let fields = connect_error(front_options(&stack, &forged_expired)).await;
+    assert_eq!(fields.1, "28P01");
+    assert_eq!(
+        fields.2,
+        format!("password authentication failed for user \"{ROLE}\"")
+    );
+}
+
 #[tokio::test]
 async fn bad_tokens_get_28p01_and_never_reach_the_server() {
     if !postgres_available() {
@@ -149,9 +206,6 @@ async fn bad_tokens_get_28p01_and_never_reach_the_server() {
     }
     let stack = start_stack(HostAuth::Password).await;
 
-    let mut expired = v1_claims();
-    expired["exp"] = (expired["iat"].as_i64().unwrap() - 3600).into();
-    expired["nbf"] = (expired["iat"].as_i64().unwrap() - 7200).into();
     let mut other_principal = v1_claims();
     other_principal["oid"] = "00000000-0000-4000-8000-0000000000aa".into();
     other_principal["appid"] = "00000000-0000-4000-8000-0000000000bb".into();
@@ -176,14 +230,8 @@ async fn bad_tokens_get_28p01_and_never_reach_the_server() {
         b64(&serde_json::json!({"typ": "JWT", "alg": "none"})),
         b64(&v1_claims())
     );
-    // A real token from the mock, for a resource that is not the database.
-    let wrong_audience = stack
-        .entra_token_for("https://management.azure.com/.default")
-        .await;
-
+    // Expired and wrong-audience tokens get Azure's own texts (expired_and_wrong_audience_tokens_get_azures_texts).
     let cases: Vec<(&str, String, &str)> = vec![
-        ("expired", sign_with_entra_key(&expired), "expired"),
-        ("wrong audience", wrong_audience, "audience"),
         (
             "signed by another key (foreign kid)",
             foreign,
@@ -264,6 +312,43 @@ async fn plain_clients_are_refused_like_azure_with_tls_required() {
         AuthOutcome::PlainRefused
     ));
     assert_eq!(stack.front.upstream_sessions(), 0);
+}
+
+/// With `require_secure_transport=off` Azure still answers SSLRequest with `S` (TLS offered, not required) and
+/// serves plain clients as well.
+#[tokio::test]
+async fn secure_transport_off_offers_tls_and_serves_plain_clients() {
+    if !postgres_available() {
+        return;
+    }
+    let stack = start_stack_with(HostAuth::Password, |front| {
+        front.with_secure_transport_required(false)
+    })
+    .await;
+    let token = stack.entra_token().await;
+    // The TLS client verifies the front's certificate: the answer to its SSLRequest was `S`.
+    PgConnection::connect_with(&front_options(&stack, &token))
+        .await
+        .expect("TLS login with secure transport not required");
+    assert!(stack.front.journal().entries().last().unwrap().tls);
+    // A plain client (sslmode=disable sends no SSLRequest) is served too.
+    let mut plain =
+        PgConnection::connect_with(&front_options(&stack, &token).ssl_mode(PgSslMode::Disable))
+            .await
+            .expect("plain login with secure transport not required");
+    let one: i32 = sqlx::query("SELECT 1")
+        .fetch_one(&mut plain)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+    let last = stack.front.journal().entries().last().unwrap().clone();
+    assert!(!last.tls);
+    assert!(
+        matches!(last.outcome, AuthOutcome::Accepted { .. }),
+        "{last:?}"
+    );
+    assert_eq!(stack.authorized_sessions(ROLE), 2);
 }
 
 #[tokio::test]

@@ -287,3 +287,77 @@ async fn the_layout_error_is_the_real_servers() {
     );
     assert_eq!(stack.front.upstream_sessions(), 0);
 }
+
+/// `require_secure_transport=off`: Azure still answers SSLRequest with `S` (TLS offered, not required) and
+/// serves a client that starts without TLS too; with the default (required) the plain client is refused.
+#[tokio::test]
+async fn secure_transport_off_answers_s_and_serves_plain_startups() {
+    if !postgres_available() {
+        return;
+    }
+    let stack = start_stack_with(HostAuth::Password, |front| {
+        front.with_secure_transport_required(false)
+    })
+    .await;
+    let token = stack.entra_token().await;
+    let (addr, ca): (SocketAddr, PathBuf) = (stack.front_addr(), stack.front_ca_file.clone());
+    let list: &[u8] = b"user\0movies-mi\0database\0movies\0\0";
+
+    // tls_connect asserts the one-byte answer is `S` before the handshake.
+    let (t, c) = (token.clone(), ca.clone());
+    let over_tls = blocking(move || session_user_of(login(tls_connect(addr, &c), list, &t))).await;
+    assert_eq!(over_tls.map_err(|e| e.0), Ok(ROLE.to_string()));
+
+    let t = token.clone();
+    let plain = blocking(move || session_user_of(login(Box::new(tcp(addr)), list, &t))).await;
+    assert_eq!(plain.map_err(|e| e.0), Ok(ROLE.to_string()));
+    assert_eq!(stack.authorized_sessions(ROLE), 2);
+
+    // The default front refuses the same plain startup before asking for a password.
+    let strict = start_stack(HostAuth::Password).await;
+    let strict_addr = strict.front_addr();
+    let t = strict.entra_token().await;
+    let refused =
+        blocking(move || session_user_of(login(Box::new(tcp(strict_addr)), list, &t))).await;
+    let (fields, asked_for_password) = refused.expect_err("a plain client with TLS required");
+    assert!(!asked_for_password);
+    assert_eq!(fields[&'C'], "28000");
+    assert!(fields[&'M'].ends_with("no encryption"), "{fields:?}");
+}
+
+/// The expired-token refusal byte by byte: FATAL, 28000 (SQLSTATE not published: the front's choice), Azure's
+/// text (darold/ora2pg#1851: "FATAL:  The access token has expired. Please acquire a new token and retry.")
+/// and no source-location fields (Azure's check is not PostgreSQL's auth.c).
+#[tokio::test]
+async fn expired_token_refusal_fields() {
+    if !postgres_available() {
+        return;
+    }
+    let stack = start_stack(HostAuth::Password).await;
+    let mut expired = v1_claims();
+    expired["exp"] = (expired["iat"].as_i64().unwrap() - 3600).into();
+    expired["nbf"] = (expired["iat"].as_i64().unwrap() - 7200).into();
+    let token = sign_with_entra_key(&expired);
+    let (addr, ca): (SocketAddr, PathBuf) = (stack.front_addr(), stack.front_ca_file.clone());
+    let refused = blocking(move || {
+        session_user_of(login(
+            tls_connect(addr, &ca),
+            b"user\0movies-mi\0database\0movies\0\0",
+            &token,
+        ))
+    })
+    .await;
+    let (fields, asked_for_password) = refused.expect_err("an expired token");
+    assert!(asked_for_password);
+    assert_eq!(fields[&'S'], "FATAL");
+    assert_eq!(fields[&'V'], "FATAL");
+    assert_eq!(fields[&'C'], "28000");
+    assert_eq!(
+        fields[&'M'],
+        "The access token has expired. Please acquire a new token and retry."
+    );
+    for absent in ['F', 'L', 'R'] {
+        assert!(!fields.contains_key(&absent), "{fields:?}");
+    }
+    assert_eq!(stack.front.upstream_sessions(), 0);
+}

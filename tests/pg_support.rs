@@ -123,6 +123,14 @@ pub fn sign_with_entra_key(claims: &serde_json::Value) -> String {
 
 /// Start PostgreSQL (TCP auth `host_auth`), the Entra mock and the front; seed `movies` with SEED_ROWS rows.
 pub async fn start_stack(host_auth: HostAuth) -> Stack {
+    start_stack_with(host_auth, |front| front).await
+}
+
+/// [`start_stack`] with the front's configuration adjusted by `front` (e.g. secure transport not required).
+pub async fn start_stack_with(
+    host_auth: HostAuth,
+    front: impl FnOnce(FrontConfig) -> FrontConfig,
+) -> Stack {
     let pg = LocalPostgres::start(LocalPostgresConfig::default().with_host_auth(host_auth))
         .await
         .expect("local PostgreSQL");
@@ -156,7 +164,7 @@ pub async fn start_stack(host_auth: HostAuth) -> Stack {
         dir: pg.socket_dir().unwrap(),
         port: pg.addr().port(),
     };
-    let front = PgEntraFront::start(
+    let front = PgEntraFront::start(front(
         FrontConfig::new(upstream, TokenRules::from_entra(&rules))
             .with_tls(tls)
             .with_principal(EntraPrincipal::service_principal(
@@ -165,7 +173,7 @@ pub async fn start_stack(host_auth: HostAuth) -> Stack {
                 EXAMPLE_CLIENT_ID,
             ))
             .with_passthrough_non_entra(Upstream::Tcp(pg.addr())),
-    )
+    ))
     .await
     .expect("Entra front");
     Stack {

@@ -3,12 +3,16 @@
 //! Azure takes an Entra access token as a cleartext password over TLS. The front does the same:
 //!
 //! 1. SSLRequest → `S` and a TLS handshake (the run's CA); GSSENCRequest → `N`; a client that starts without TLS
-//!    gets Azure flexible server's `no pg_hba.conf entry for host ..., no encryption` (28000).
+//!    gets Azure flexible server's `no pg_hba.conf entry for host ..., no encryption` (28000) — unless the front
+//!    plays `require_secure_transport=off` ([`FrontConfig::with_secure_transport_required`]), where TLS is still
+//!    offered and plain clients are served too.
 //! 2. For a role registered as an [`EntraPrincipal`] it asks for a cleartext password. An empty one gets
 //!    PostgreSQL's own `empty password returned by client` (28P01, same fields as a PostgreSQL 15 server), which
 //!    is what KEDA 2.14.1 customers see. Anything else must be a token that [`TokenValidator`] accepts for that
-//!    principal, or the client gets `password authentication failed for user "X"` (28P01) and nothing is sent
-//!    upstream.
+//!    principal, or the client gets Azure's answer and nothing is sent upstream: an expired token `The access
+//!    token has expired. Please acquire a new token and retry.`, a token for another resource `The access token
+//!    does not have a valid audience claim. ...` (both 28000, see [`wire::token_expired_error`]), anything else
+//!    `password authentication failed for user "X"` (28P01).
 //! 3. On success it opens a session upstream as that role, replays the server's AuthenticationOk,
 //!    ParameterStatus, BackendKeyData and ReadyForQuery, then relays bytes both ways unchanged (queries, errors,
 //!    notices, COPY, Terminate). CancelRequests carrying a key of a live session are forwarded.
@@ -114,6 +118,7 @@ pub struct FrontConfig {
     startup_packet_timeout: Duration,
     password_timeout: Duration,
     max_sessions: usize,
+    require_secure_transport: bool,
 }
 
 impl FrontConfig {
@@ -132,6 +137,7 @@ impl FrontConfig {
             startup_packet_timeout: DEFAULT_STEP_TIMEOUT,
             password_timeout: DEFAULT_STEP_TIMEOUT,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            require_secure_transport: true,
         }
     }
 
@@ -141,10 +147,19 @@ impl FrontConfig {
         self
     }
 
-    /// Serve TLS with this configuration. Without TLS the front answers SSLRequest with `N` and accepts plain
-    /// clients (Azure with `require_secure_transport=off`); with TLS, plain clients are refused.
+    /// Serve TLS with this configuration. With TLS, SSLRequest gets `S` and plain clients are refused unless
+    /// [`FrontConfig::with_secure_transport_required`] says otherwise; without TLS the front answers SSLRequest
+    /// with `N` and serves plain clients (a front with no certificate at all).
     pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Play Azure's `require_secure_transport` (default: `true`, Azure's default). With `false`, Azure still
+    /// answers SSLRequest with `S` (TLS offered, not required) and also serves clients that start without TLS;
+    /// the front does the same when it has TLS.
+    pub fn with_secure_transport_required(mut self, required: bool) -> Self {
+        self.require_secure_transport = required;
         self
     }
 
@@ -227,6 +242,7 @@ struct Shared {
     tls_handshake_timeout: Duration,
     startup_packet_timeout: Duration,
     password_timeout: Duration,
+    require_secure_transport: bool,
     journal: AuthJournal,
     /// BackendKeyData (pid, secret) of sessions the front relays: only these may be cancelled through it.
     live_keys: Mutex<HashSet<[u8; 8]>>,
@@ -266,11 +282,12 @@ impl PgEntraFront {
             tls_handshake_timeout: config.tls_handshake_timeout,
             startup_packet_timeout: config.startup_packet_timeout,
             password_timeout: config.password_timeout,
+            require_secure_transport: config.require_secure_transport,
             journal: AuthJournal::default(),
             live_keys: Mutex::new(HashSet::new()),
             upstream_sessions: AtomicU64::new(0),
         });
-        tracing::info!(%addr, upstream = %shared.upstream, tls = shared.tls.is_some(), "Entra front for PostgreSQL listening");
+        tracing::info!(%addr, upstream = %shared.upstream, tls = shared.tls.is_some(), require_secure_transport = shared.require_secure_transport, "Entra front for PostgreSQL listening");
         let accept_shared = shared.clone();
         let max_sessions = config.max_sessions.min(Semaphore::MAX_PERMITS);
         let session_slots = Arc::new(Semaphore::new(max_sessions));
@@ -571,7 +588,7 @@ async fn authenticate(
         return refuse_startup(shared, &mut client, attempt, err).await;
     }
 
-    if shared.tls.is_some() && !attempt.tls {
+    if shared.tls.is_some() && shared.require_secure_transport && !attempt.tls {
         let err = wire::no_hba_entry_error(&attempt.peer.ip().to_string(), &user, &database);
         wire::write_all(&mut client, &err.to_bytes()).await?;
         attempt.record(shared, AuthOutcome::PlainRefused);
@@ -667,7 +684,16 @@ async fn authenticate(
     let identity = match verdict {
         Ok(identity) => identity,
         Err(rejection) => {
-            wire::write_all(&mut client, &wire::password_failed_error(&user).to_bytes()).await?;
+            // Azure's own texts where it has them (checked only after the signature: a forged token never
+            // learns more than `password authentication failed`).
+            let err = match &rejection {
+                TokenRejection::Expired => wire::token_expired_error(),
+                TokenRejection::WrongAudience { expected } => {
+                    wire::token_wrong_audience_error(expected)
+                }
+                _ => wire::password_failed_error(&user),
+            };
+            wire::write_all(&mut client, &err.to_bytes()).await?;
             attempt.record(
                 shared,
                 AuthOutcome::Rejected {

@@ -390,6 +390,45 @@ pub fn password_failed_error(user: &str) -> ServerError {
     }
 }
 
+// Azure Database for PostgreSQL's own refusals of an Entra token. The texts are public (darold/ora2pg#1851,
+// 2025: "FATAL:  The access token has expired. Please acquire a new token and retry."; microsoft/
+// azuredatastudio-postgresql#505, 2024: "FATAL: The access token does not have a valid audience claim. Please
+// acquire a new token for the resource "https://ossrdbms-aad.database.windows.net"."); the SQLSTATE is not
+// published (neither report shows it). The front sends 28000
+// (invalid_authorization_specification: PostgreSQL's code for authentication refusals that are not a wrong
+// password) and no source-location fields, since Azure's extension is not PostgreSQL's auth.c.
+
+/// A token whose `exp` has passed: `FATAL: The access token has expired. Please acquire a new token and retry.`
+pub fn token_expired_error() -> ServerError {
+    ServerError {
+        severity: "FATAL",
+        code: "28000",
+        message: "The access token has expired. Please acquire a new token and retry.".into(),
+        detail: None,
+        hint: None,
+        file: "",
+        line: "",
+        routine: "",
+    }
+}
+
+/// A token for another resource: `FATAL: The access token does not have a valid audience claim. Please
+/// acquire a new token for the resource "https://ossrdbms-aad.database.windows.net".`
+pub fn token_wrong_audience_error(resource: &str) -> ServerError {
+    ServerError {
+        severity: "FATAL",
+        code: "28000",
+        message: format!(
+            "The access token does not have a valid audience claim. Please acquire a new token for the resource \"{resource}\"."
+        ),
+        detail: None,
+        hint: None,
+        file: "",
+        line: "",
+        routine: "",
+    }
+}
+
 /// `ClientAuthentication`: no pg_hba line matched — what Azure Database for PostgreSQL flexible server says to
 /// a client without TLS while `require_secure_transport` is on.
 pub fn no_hba_entry_error(host: &str, user: &str, database: &str) -> ServerError {
