@@ -87,7 +87,8 @@ impl PrivateHosts {
     /// port (no name resolves except those in the private hosts file), the files in the user's home that
     /// PostgreSQL, Azure and Kubernetes clients read on their own (`.pgpass`, `.pg_service.conf`,
     /// `.postgresql/`, `.azure/`, `.kube/`; pgx finds `.pgpass` through the passwd entry, not `$HOME`) are
-    /// covered by empty ones, and — with `clear_env` — the environment is only what the command sets.
+    /// covered by empty ones, `/bin/sh` does not exist (see [`shell_shadow`]), and — with `clear_env` — the
+    /// environment is only what the command sets.
     pub fn sealed(mut self, clear_env: bool) -> Result<Self, EgressError> {
         let dir = self._dir.path().to_path_buf();
         let write = |name: &str, body: &str| -> Result<PathBuf, EgressError> {
@@ -124,6 +125,11 @@ impl PrivateHosts {
                     self.extra_binds.push((empty_dir.clone(), target));
                 }
             }
+        }
+        // Last, so every earlier `mount` still runs from the real directory (it keeps working afterwards too,
+        // through the shadow's links).
+        if let Some(binds) = shell_shadow(&dir)? {
+            self.extra_binds.extend(binds);
         }
         self.clear_env = clear_env;
         Ok(self)
@@ -184,6 +190,42 @@ impl PrivateHosts {
         }
         wrapped
     }
+}
+
+/// Bind mounts that make `/bin/sh` not exist for the wrapped process while every other program in its
+/// directory still runs: KEDA prepends AzureCLICredential to its credential chain whenever
+/// `os.Stat("/bin/sh")` succeeds (pkg/scalers/azure/azure_azidentity_chain.go, same check in v2.15.0 and
+/// v2.20.2), and its release images are distroless, so on AKS the chain is workload identity alone. With a
+/// shell the host operator's errors gain an AzureCLICredential line (or stop at a failing `az`).
+///
+/// A bind mount cannot remove one file, and hiding the whole directory would also hide what wrapped programs
+/// need (on Debian 12 `/bin` is a link to `usr/bin`, where python3 lives). So: the real directory is
+/// bind-mounted onto `<dir>/real-bin` inside the namespace, and `<dir>/shadow-bin` — a link
+/// `NAME -> <dir>/real-bin/NAME` for every entry but `sh` — is bind-mounted over it. `mount` follows the
+/// `/bin` link, so the shadow covers `/usr/bin` there. `None` when this machine has no `/bin/sh`.
+fn shell_shadow(dir: &Path) -> Result<Option<[(PathBuf, PathBuf); 2]>, EgressError> {
+    let sh = Path::new("/bin/sh");
+    if std::fs::metadata(sh).is_err() {
+        return Ok(None);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EgressError::WriteHosts { path, source }
+    };
+    let bin_dir = std::fs::canonicalize("/bin").map_err(io(Path::new("/bin")))?;
+    let real = dir.join("real-bin");
+    let shadow = dir.join("shadow-bin");
+    std::fs::create_dir_all(&real).map_err(io(&real))?;
+    std::fs::create_dir_all(&shadow).map_err(io(&shadow))?;
+    for entry in std::fs::read_dir(&bin_dir).map_err(io(&bin_dir))? {
+        let name = entry.map_err(io(&bin_dir))?.file_name();
+        if name == "sh" {
+            continue;
+        }
+        let link = shadow.join(&name);
+        std::os::unix::fs::symlink(real.join(&name), &link).map_err(io(&link))?;
+    }
+    Ok(Some([(bin_dir.clone(), real), (shadow, bin_dir)]))
 }
 
 /// This user's home directory as the passwd database says (what Go's `user.Current()` returns, which pgx
@@ -299,6 +341,60 @@ mod tests {
             PrivateHosts::new([("bad/name", "127.0.0.1".parse().unwrap())]),
             Err(EgressError::BadHostName { .. })
         ));
+    }
+
+    /// What KEDA checks (`os.Stat("/bin/sh")`, following links) fails in a sealed wrapped process, other
+    /// programs of the same directory still run there, and an unsealed one (and the machine) keeps its shell.
+    #[test]
+    fn a_sealed_process_sees_no_bin_sh_and_still_runs_other_programs() {
+        if std::fs::metadata("/bin/sh").is_err() {
+            eprintln!("SKIPPED: this machine has no /bin/sh to hide");
+            return;
+        }
+        let plain = match PrivateHosts::new([(
+            "keda-harness-test.invalid",
+            "127.0.0.9".parse().unwrap(),
+        )]) {
+            Ok(h) => h,
+            Err(e @ EgressError::UnshareNotPermitted { .. }) => {
+                eprintln!("SKIPPED: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut stat = Command::new("stat");
+        stat.args(["-L", "-c", "%n is here", "/bin/sh"]);
+        let out = plain.wrap(&stat).output().unwrap();
+        assert!(out.status.success(), "unsealed: {out:?}");
+
+        let sealed =
+            PrivateHosts::new([("keda-harness-test.invalid", "127.0.0.9".parse().unwrap())])
+                .unwrap()
+                .sealed(false)
+                .unwrap();
+        // `stat` itself is found on PATH (through the shadow's link) and reports /bin/sh missing.
+        let out = sealed.wrap(&stat).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            stderr.contains("/bin/sh") && stderr.contains("No such file or directory"),
+            "{stderr}"
+        );
+        // The same directory's other programs still run, by /bin and by /usr/bin.
+        let mut ls = Command::new("/bin/ls");
+        ls.arg("/usr/bin/env");
+        let out = sealed.wrap(&ls).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // And the names still resolve as the private hosts file says (the shadow comes after the other mounts).
+        let mut getent = Command::new("getent");
+        getent.args(["hosts", "keda-harness-test.invalid"]);
+        let out = sealed.wrap(&getent).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("127.0.0.9 "),
+            "{out:?}"
+        );
+        // The machine keeps its shell.
+        assert!(std::fs::metadata("/bin/sh").is_ok());
     }
 
     #[test]
