@@ -266,7 +266,9 @@ impl EntraError {
     }
 
     /// A listed key whose signature does not verify. No public sample for federated assertions; the
-    /// certificate-credential text is the closest Entra wording.
+    /// certificate-credential text is the closest Entra wording (Azure/azure-sdk-for-java#25109: "AADSTS50013:
+    /// Assertion failed signature validation. [Reason - The provided signature value did not match the expected
+    /// signature value., ...]").
     pub fn signature_mismatch() -> Self {
         Self::new(
             401,

@@ -75,6 +75,10 @@ enum Command {
         /// A role bound to an identity of the config: ROLE=CLIENT_ID (repeatable; like pgaadauth_create_principal).
         #[arg(long = "principal", required = true)]
         principals: Vec<String>,
+        /// Play Azure's `require_secure_transport=off`: TLS is still offered (SSLRequest gets `S`) and plain
+        /// clients are served too. Default: plain clients are refused, as Azure's default.
+        #[arg(long)]
+        secure_transport_not_required: bool,
     },
     /// Print a working config: one tenant, one identity with a federated credential for
     /// system:serviceaccount:keda:keda-operator issued by the built-in test issuer, and a client secret.
@@ -150,6 +154,7 @@ fn main() -> Result<()> {
             tls_cert,
             tls_key,
             principals,
+            secure_transport_not_required,
         } => rt.block_on(pg_front(PgFrontArgs {
             config,
             listen,
@@ -157,6 +162,7 @@ fn main() -> Result<()> {
             upstream_password_env,
             tls: (tls_cert, tls_key),
             principals,
+            require_secure_transport: !secure_transport_not_required,
         })),
         Command::ExampleConfig { json } => {
             let c = example_config();
@@ -249,6 +255,7 @@ struct PgFrontArgs {
     upstream_password_env: Option<String>,
     tls: (PathBuf, PathBuf),
     principals: Vec<String>,
+    require_secure_transport: bool,
 }
 
 async fn pg_front(args: PgFrontArgs) -> Result<()> {
@@ -317,7 +324,8 @@ async fn pg_front(args: PgFrontArgs) -> Result<()> {
         TokenRules::new(key.jwks(), tenant),
     )
     .with_listen(args.listen)
-    .with_tls(tls);
+    .with_tls(tls)
+    .with_secure_transport_required(args.require_secure_transport);
     for p in bound {
         front = front.with_principal(p);
     }

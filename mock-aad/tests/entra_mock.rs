@@ -1165,3 +1165,39 @@ async fn jwks_file_written_after_start_is_picked_up() {
     let (status, body) = post_token(&client, &mock, TENANT, &form).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A service name the mock is started with (`with_extra_names`, the CLI's `--extra-name`) is a host it serves:
+/// instance discovery for an authority there answers 200, as for Entra's own hosts.
+#[tokio::test]
+async fn instance_discovery_knows_the_mocks_extra_names() {
+    let mock = mock_aad::EntraMock::builder(example_config())
+        .with_extra_names(["mock-aad.keda-harness.svc"])
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&mock);
+    let base = entra_base(&mock);
+    let ask = |authority: &'static str| {
+        client
+            .get(format!("{base}/common/discovery/instance"))
+            .query(&[
+                ("api-version", "1.1"),
+                ("authorization_endpoint", authority),
+            ])
+            .send()
+    };
+    let resp = ask("https://mock-aad.keda-harness.svc/t/oauth2/v2.0/authorize")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        doc["tenant_discovery_endpoint"],
+        "https://mock-aad.keda-harness.svc/t/v2.0/.well-known/openid-configuration"
+    );
+    let resp = ask("https://other.keda-harness.svc/t/oauth2/v2.0/authorize")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_entra_error(&resp.json().await.unwrap(), 50049);
+}
