@@ -22,10 +22,10 @@
 //!   calling Start" and that controller never runs. Apply them server-side: `keda.sh_scaledjobs.yaml` is larger
 //!   than the 256 KiB `last-applied-configuration` annotation of a client-side apply.
 //! - Azure credentials: KEDA's chain (pkg/scalers/azure) puts AzureCLICredential before workload identity
-//!   whenever /bin/sh exists — true on a workstation, false in the distroless image. azidentity runs
-//!   `/bin/sh -c "az account get-access-token ..."`, so with a real `az` on PATH the operator would use the
-//!   developer's Azure login. The operator's PATH therefore names no folder ([`NO_TOOLS_PATH`]): the CLI credential
-//!   answers "not found on path" (credential unavailable) and the chain moves on to workload identity, as in a pod.
+//!   whenever `os.Stat("/bin/sh")` succeeds — true on a workstation, false in the distroless image. In the local
+//!   backend the operator's sealed mount namespace has no `/bin/sh` (egress `PrivateHosts::sealed`), so its chain
+//!   is the release image's. Its PATH also names no folder ([`NO_TOOLS_PATH`]), so even a process started
+//!   unsealed could never run a developer's `az` and use their Azure login.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
