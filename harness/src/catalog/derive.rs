@@ -479,32 +479,18 @@ impl GoRunner {
     pub fn download_keda(&self, version: KedaVersion) -> Result<PathBuf, DeriveError> {
         let target = format!("{KEDA_MODULE}@{}", version.tag());
         let out = self.run(&["mod", "download", "-json", &target])?;
-        #[derive(serde::Deserialize)]
-        struct Download {
-            #[serde(rename = "Dir")]
-            dir: Option<PathBuf>,
-            #[serde(rename = "Error")]
-            error: Option<String>,
-        }
-        let parsed: Option<Download> = serde_json::from_slice(&out.stdout).ok();
-        match parsed {
-            Some(Download {
-                dir: Some(dir),
-                error: None,
-            }) if out.status.success() => Ok(dir),
-            other => {
-                let mut output = other.and_then(|d| d.error).unwrap_or_default();
-                if !output.is_empty() && !out.stderr.is_empty() {
-                    output.push('\n');
-                }
-                output.push_str(out.stderr.trim_end());
-                Err(DeriveError::GoFailed {
-                    hint: download_hint(&output, version),
-                    command: out.command,
-                    status: out.status.to_string(),
-                    output,
-                })
-            }
+        match crate::keda::module_dir_of_download(
+            &out.stdout,
+            out.status.success(),
+            out.stderr.as_bytes(),
+        ) {
+            Ok(dir) => Ok(dir),
+            Err(output) => Err(DeriveError::GoFailed {
+                hint: download_hint(&output, version),
+                command: out.command,
+                status: out.status.to_string(),
+                output,
+            }),
         }
     }
 

@@ -268,22 +268,9 @@ pub(crate) fn module_source_dir(
             source: std::io::Error::other(e),
         }
     })?;
-    #[derive(serde::Deserialize)]
-    struct Download {
-        #[serde(rename = "Dir")]
-        dir: Option<PathBuf>,
-        #[serde(rename = "Error")]
-        error: Option<String>,
-    }
-    let parsed: Option<Download> = serde_json::from_slice(&out.stdout).ok();
-    match parsed {
-        Some(Download {
-            dir: Some(dir),
-            error: None,
-        }) if out.status.success() => Ok(dir),
-        other => {
-            let mut output = other.and_then(|d| d.error).unwrap_or_default();
-            output.push_str(&String::from_utf8_lossy(&out.stderr));
+    match module_dir_of_download(&out.stdout, out.status.success(), &out.stderr) {
+        Ok(dir) => Ok(dir),
+        Err(output) => {
             let hint = hint_for(&output, entry);
             Err(KedaError::GoCommand(Box::new(GoCommandFailure {
                 command: format!(
@@ -294,6 +281,38 @@ pub(crate) fn module_source_dir(
                 output,
                 hint,
             })))
+        }
+    }
+}
+
+/// What `go mod download -json MODULE@VERSION` printed: the module's folder in the module cache, or the error
+/// text (Go's `Error` field, then its stderr) when it has none. One reading for the build and for
+/// `catalog derive`.
+pub(crate) fn module_dir_of_download(
+    stdout: &[u8],
+    success: bool,
+    stderr: &[u8],
+) -> Result<PathBuf, String> {
+    #[derive(serde::Deserialize)]
+    struct Download {
+        #[serde(rename = "Dir")]
+        dir: Option<PathBuf>,
+        #[serde(rename = "Error")]
+        error: Option<String>,
+    }
+    match serde_json::from_slice::<Download>(stdout).ok() {
+        Some(Download {
+            dir: Some(dir),
+            error: None,
+        }) if success => Ok(dir),
+        other => {
+            let mut output = other.and_then(|d| d.error).unwrap_or_default();
+            let stderr = String::from_utf8_lossy(stderr);
+            if !output.is_empty() && !stderr.trim().is_empty() {
+                output.push('\n');
+            }
+            output.push_str(stderr.trim_end());
+            Err(output)
         }
     }
 }

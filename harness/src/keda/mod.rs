@@ -7,6 +7,7 @@
 //! [`KedaRelease::operator_command`] says how to run the operator outside a pod.
 
 mod build;
+pub(crate) use build::module_dir_of_download;
 mod launch;
 
 use std::path::{Path, PathBuf};
