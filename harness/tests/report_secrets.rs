@@ -210,6 +210,7 @@ fn verdict(scenario: &Scenario, bundle: &Path) -> Verdict {
         first_error: Some(format!(
             "error establishing postgreSQL connection: failed to connect to `host=h user=movies-mi`: {DATA_CANARY} \"{STRING_DATA_CANARY}\" <&>"
         )),
+        hint: None,
         seconds: 12.5,
         checks: vec![Check {
             name: "operator still running".into(),

@@ -32,6 +32,9 @@ pub struct Verdict {
     pub passed: bool,
     /// The first error KEDA reported (event message or operator log line), if any.
     pub first_error: Option<String>,
+    /// What fixes or explains the outcome (the expectation's `hint`), when the scenario names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub seconds: f64,
     pub checks: Vec<Check>,
     /// Every change the harness made to the user's manifests.
@@ -58,6 +61,7 @@ impl Verdict {
             observed: "harness error".into(),
             passed: false,
             first_error: Some(format!("{error:#}")),
+            hint: None,
             seconds,
             checks: vec![],
             manifest_changes: vec![],
@@ -135,6 +139,14 @@ pub fn table(verdicts: &[Verdict]) -> String {
     for r in &rows {
         out.push_str(&fmt_row(r.iter().map(String::as_str).collect()));
         out.push('\n');
+    }
+    for v in verdicts.iter().filter(|v| v.hint.is_some()) {
+        out.push_str(&format!(
+            "hint for {} on KEDA {}: {}\n",
+            v.scenario,
+            v.keda,
+            v.hint.as_deref().unwrap_or_default()
+        ));
     }
     let failed = verdicts.iter().filter(|v| !v.passed).count();
     out.push_str(&format!(
@@ -232,6 +244,9 @@ pub fn junit(verdicts: &[Verdict]) -> String {
         if let Some(e) = &v.first_error {
             out.push(format!("first error: {e}"));
         }
+        if let Some(h) = &v.hint {
+            out.push(format!("hint: {h}"));
+        }
         x.push_str(&format!(
             "      <system-out>{}</system-out>\n    </testcase>\n",
             xml_escape(&out.join("\n"))
@@ -262,6 +277,9 @@ pub fn markdown(verdicts: &[Verdict]) -> String {
     }
     for v in verdicts {
         m.push_str(&format!("\n## {} on KEDA {}\n\n", v.scenario, v.keda));
+        if let Some(h) = &v.hint {
+            m.push_str(&format!("Hint: {h}\n\n"));
+        }
         for c in &v.checks {
             m.push_str(&format!(
                 "- [{}] {} — {}\n",
@@ -297,6 +315,7 @@ mod tests {
                 observed: "scaler error, 0 jobs".into(),
                 passed: true,
                 first_error: Some("error establishing postgreSQL connection: <x> & \"y\"".into()),
+                hint: Some("upgrade KEDA to >= 2.15.0 (kedacore/keda#5823)".into()),
                 seconds: 21.04,
                 checks: vec![Check {
                     name: "jobs == 0".into(),
@@ -314,6 +333,7 @@ mod tests {
                 observed: "1 jobs".into(),
                 passed: false,
                 first_error: None,
+                hint: None,
                 seconds: 40.0,
                 checks: vec![Check {
                     name: "jobs == 3".into(),

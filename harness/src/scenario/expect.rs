@@ -21,6 +21,10 @@ pub struct Expectation {
     pub token_requests: TokenRequests,
     #[serde(default)]
     pub then: Vec<Step>,
+    /// What fixes (or explains) this outcome for a customer: a KEDA version to move to, or the Azure-side
+    /// change, with the upstream reference. Shown with the verdict whenever it is set.
+    #[serde(default)]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ pub async fn run(
         observed: eval.observed,
         passed,
         first_error: eval.first_error,
+        hint: expectation.hint.clone(),
         seconds: started.elapsed().as_secs_f64(),
         checks,
         manifest_changes: world.manifest_changes().to_vec(),
