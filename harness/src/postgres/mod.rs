@@ -10,6 +10,7 @@
 pub mod container;
 pub mod local;
 pub mod seed;
+pub mod seed_plan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
