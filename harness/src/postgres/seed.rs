@@ -156,7 +156,11 @@ impl MoviesTable {
 
 /// `"schema"."table"`.
 pub fn qualified_name(table: &TablePlan) -> String {
-    format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name))
+    format!(
+        "{}.{}",
+        quote_ident(&table.schema),
+        quote_ident(&table.name)
+    )
 }
 
 /// The value of the first column of the first row a query returned, as KEDA's `Scan(&float64)` sees it.
@@ -198,7 +202,10 @@ impl std::fmt::Display for QueryValue {
 /// numeric.c, numeric_send).
 fn numeric_from_binary(bytes: &[u8]) -> Option<f64> {
     let word = |i: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*bytes.get(2 * i)?, *bytes.get(2 * i + 1)?]))
+        Some(u16::from_be_bytes([
+            *bytes.get(2 * i)?,
+            *bytes.get(2 * i + 1)?,
+        ]))
     };
     let ndigits = word(0)? as usize;
     let weight = word(1)? as i16;
@@ -251,9 +258,12 @@ pub async fn query_value_as(
     sqlx::query("SET TRANSACTION READ ONLY")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(AssertSqlSafe(format!("SET LOCAL ROLE {}", quote_ident(role))))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "SET LOCAL ROLE {}",
+        quote_ident(role)
+    )))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("SET LOCAL statement_timeout = '10s'")
         .execute(&mut *tx)
         .await?;

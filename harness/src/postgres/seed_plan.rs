@@ -59,7 +59,8 @@ pub const SUPPORTED: &str = "one SELECT of COUNT(*), COUNT(col) or SUM(col) over
     IS [NOT] NULL joined by AND";
 
 /// The way out for any query the planner cannot seed.
-pub const FIX: &str = "seed the data yourself: `--seed-sql FILE` (in scenario.yaml: `data.seed_sql: FILE`) runs \
+pub const FIX: &str =
+    "seed the data yourself: `--seed-sql FILE` (in scenario.yaml: `data.seed_sql: FILE`) runs \
     your SQL instead, and the harness then takes the query's own result as the row count";
 
 /// Why a query cannot be planned. Every message quotes the query (escaped and cut short) and offers [`FIX`].
@@ -307,12 +308,12 @@ impl Cell {
     fn fits(&self, ty: SqlType) -> bool {
         match (self, ty) {
             (Cell::Null, _) => true,
-            (Cell::Number(d), SqlType::Integer) => d
-                .integer()
-                .is_some_and(|n| i32::try_from(n).is_ok()),
-            (Cell::Number(d), SqlType::BigInt) => d
-                .integer()
-                .is_some_and(|n| i64::try_from(n).is_ok()),
+            (Cell::Number(d), SqlType::Integer) => {
+                d.integer().is_some_and(|n| i32::try_from(n).is_ok())
+            }
+            (Cell::Number(d), SqlType::BigInt) => {
+                d.integer().is_some_and(|n| i64::try_from(n).is_ok())
+            }
             (Cell::Number(_), SqlType::Numeric) => true,
             (Cell::Text(_), SqlType::Text) => true,
             (Cell::Bool(_), SqlType::Boolean) => true,
@@ -436,7 +437,7 @@ impl Condition {
                 let found = list
                     .iter()
                     .any(|l| value.compare(l) == Some(Ordering::Equal));
-                let has_null = list.iter().any(|l| *l == Cell::Null);
+                let has_null = list.contains(&Cell::Null);
                 let r = if found {
                     Some(true)
                 } else if has_null {
@@ -668,7 +669,11 @@ fn folded(ident: &Ident) -> Result<String, String> {
     let name = match ident.quote_style {
         None => ident.value.to_ascii_lowercase(),
         Some('"') => ident.value.clone(),
-        Some(q) => return Err(format!("quotes an identifier with {q:?}, which PostgreSQL does not")),
+        Some(q) => {
+            return Err(format!(
+                "quotes an identifier with {q:?}, which PostgreSQL does not"
+            ))
+        }
     };
     if name.is_empty() {
         return Err("has an empty quoted identifier (\"\"), which PostgreSQL refuses".into());
@@ -778,9 +783,13 @@ impl<'q> Planner<'q> {
                 return Err(self.unsupported(format!("combines queries with {op}")))
             }
             SetExpr::Query(_) => {
-                return Err(self.unsupported("is a parenthesised query; write the SELECT without the parentheses"))
+                return Err(self.unsupported(
+                    "is a parenthesised query; write the SELECT without the parentheses",
+                ))
             }
-            other => return Err(self.unsupported(format!("is {} rather than a SELECT", fragment(other)))),
+            other => {
+                return Err(self.unsupported(format!("is {} rather than a SELECT", fragment(other))))
+            }
         };
         clause(s.flavor != SelectFlavor::Standard, "FROM-first syntax")?;
         clause(s.distinct.is_some(), "DISTINCT")?;
@@ -812,11 +821,7 @@ impl<'q> Planner<'q> {
         let from = match s.from.as_slice() {
             [] => return Err(self.unsupported("reads no table (no FROM)")),
             [one] => one,
-            [_, ..] => {
-                return Err(self.unsupported(
-                    "reads several tables (`FROM a, b` is a join)",
-                ))
-            }
+            [_, ..] => return Err(self.unsupported("reads several tables (`FROM a, b` is a join)")),
         };
         if let Some(j) = from.joins.first() {
             return Err(self.unsupported(format!("uses a JOIN ({})", fragment(j))));
@@ -1007,7 +1012,10 @@ impl<'q> Planner<'q> {
             (f.over.is_some(), "OVER (a window)"),
             (!f.within_group.is_empty(), "WITHIN GROUP"),
             (f.null_treatment.is_some(), "IGNORE/RESPECT NULLS"),
-            (!matches!(f.parameters, FunctionArguments::None), "parameters"),
+            (
+                !matches!(f.parameters, FunctionArguments::None),
+                "parameters",
+            ),
             (f.uses_odbc_syntax, "ODBC syntax"),
         ];
         if let Some((_, what)) = extras.iter().find(|(on, _)| *on) {
@@ -1105,21 +1113,20 @@ impl<'q> Planner<'q> {
                         return Err(self.unsupported(format!("uses OR ({})", fragment(e))))
                     }
                     other => {
-                        return Err(self.unsupported(format!(
-                            "uses the operator {other} ({})",
-                            fragment(e)
-                        )))
+                        return Err(self
+                            .unsupported(format!("uses the operator {other} ({})", fragment(e))))
                     }
                 };
                 match (self.column_of(left)?, self.column_of(right)?) {
                     (Some(_), Some(_)) => {
-                        return Err(self.unsupported(format!(
-                            "compares two columns ({})",
-                            fragment(e)
-                        )))
+                        return Err(
+                            self.unsupported(format!("compares two columns ({})", fragment(e)))
+                        )
                     }
                     (Some(c), None) => (c, Condition::Compare(op, literal_of(self, right)?)),
-                    (None, Some(c)) => (c, Condition::Compare(op.flipped(), literal_of(self, left)?)),
+                    (None, Some(c)) => {
+                        (c, Condition::Compare(op.flipped(), literal_of(self, left)?))
+                    }
                     (None, None) => {
                         return Err(self.unsupported(format!(
                             "has a condition on no column ({})",
@@ -1174,10 +1181,9 @@ impl<'q> Planner<'q> {
             }
             Expr::IsNull(x) | Expr::IsNotNull(x) => {
                 let Some(c) = self.column_of(x)? else {
-                    return Err(self.unsupported(format!(
-                        "tests {}, which is not a column",
-                        fragment(e)
-                    )));
+                    return Err(
+                        self.unsupported(format!("tests {}, which is not a column", fragment(e)))
+                    );
                 };
                 let cond = if matches!(e, Expr::IsNull(_)) {
                     Condition::IsNull
@@ -1199,12 +1205,7 @@ impl<'q> Planner<'q> {
                     fragment(&f.name)
                 )))
             }
-            other => {
-                return Err(self.unsupported(format!(
-                    "has the condition {}",
-                    fragment(other)
-                )))
-            }
+            other => return Err(self.unsupported(format!("has the condition {}", fragment(other)))),
         };
         for lit in condition.literals() {
             if let Some(k) = lit.kind() {
@@ -1576,8 +1577,11 @@ mod tests {
         let names: Vec<&str> = p.table().columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["Status", "region"]);
         // Quotes inside a quoted name are the name's own.
-        let p = SeedPlan::for_query(r#"SELECT COUNT(*) FROM "we""ird" WHERE "a""b" = 'it''s'"#, 2)
-            .unwrap();
+        let p = SeedPlan::for_query(
+            r#"SELECT COUNT(*) FROM "we""ird" WHERE "a""b" = 'it''s'"#,
+            2,
+        )
+        .unwrap();
         assert_eq!(p.table().name, "we\"ird");
         assert_eq!(p.table().columns[0].name, "a\"b");
         assert_eq!(total(&p, 2), Some(Decimal::from_int(2)));
@@ -1597,7 +1601,10 @@ mod tests {
         assert_eq!((b.len(), b[0].count), (1, 1));
         assert_eq!(total(&p, 25), Some(Decimal::from_int(25)));
         let e = SeedPlan::for_query("SELECT SUM(amount) FROM t WHERE amount > 10", 3).unwrap_err();
-        assert!(matches!(e, SeedPlanError::Unsatisfiable { rows: 3, .. }), "{e}");
+        assert!(
+            matches!(e, SeedPlanError::Unsatisfiable { rows: 3, .. }),
+            "{e}"
+        );
         // Adding 2 would need a row of amount = 2, which the WHERE refuses: said when planned, not when KEDA polls.
         assert!(p.batches_to_add(2).is_err());
         assert!(p.batches_to_add(11).is_ok());
@@ -1663,7 +1670,10 @@ mod tests {
             ("SELECT COUNT(*) FROM a JOIN b ON a.id = b.id", "JOIN"),
             ("SELECT COUNT(*) FROM a, b", "several tables"),
             ("SELECT COUNT(*) FROM (SELECT 1) s", "subquery"),
-            ("SELECT COUNT(*) FROM t WHERE id IN (SELECT id FROM u)", "subquery"),
+            (
+                "SELECT COUNT(*) FROM t WHERE id IN (SELECT id FROM u)",
+                "subquery",
+            ),
             ("SELECT COUNT(*) FROM t GROUP BY x", "GROUP BY"),
             ("SELECT MAX(x) FROM t", "MAX"),
             ("SELECT COALESCE(SUM(x), 0) FROM t", "COALESCE"),
@@ -1673,7 +1683,10 @@ mod tests {
             ("SELECT COUNT(*) FROM t WHERE a = now()", "not a literal"),
             ("SELECT COUNT(DISTINCT a) FROM t", "DISTINCT"),
             ("SELECT COUNT(*), SUM(a) FROM t", "2 columns"),
-            ("SELECT COUNT(*) FROM t WHERE a = 1 AND a = 'x'", "a number and as a string"),
+            (
+                "SELECT COUNT(*) FROM t WHERE a = 1 AND a = 'x'",
+                "a number and as a string",
+            ),
             ("SELECT COUNT(*) FROM db.s.t", "3 parts"),
             ("SELECT COUNT(*) FROM t x WHERE t.a = 1", "known as `x`"),
             ("SELECT COUNT(*) FROM t LIMIT 1", "LIMIT"),
@@ -1684,7 +1697,10 @@ mod tests {
         ] {
             let text = unsupported(q);
             assert!(text.contains(what), "{q}: wanted `{what}` in: {text}");
-            assert!(text.contains(&format!("{q:?}")), "the query is quoted: {text}");
+            assert!(
+                text.contains(&format!("{q:?}")),
+                "the query is quoted: {text}"
+            );
         }
     }
 
@@ -1722,7 +1738,11 @@ mod tests {
         let e = SeedPlan::for_query(&huge, 1).unwrap_err().to_string();
         assert!(e.contains("bytes") && e.len() < 2000, "{}", &e[..200]);
         // Deep parentheses: the parser's recursion limit, not a stack overflow.
-        let deep = format!("SELECT COUNT(*) FROM t WHERE {}a = 1{}", "(".repeat(5000), ")".repeat(5000));
+        let deep = format!(
+            "SELECT COUNT(*) FROM t WHERE {}a = 1{}",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
         assert!(SeedPlan::for_query(&deep, 1).is_err());
         // A long AND chain just under the size cap plans (iteratively).
         let mut long = String::from("SELECT COUNT(*) FROM t WHERE a = 1");
@@ -1747,7 +1767,11 @@ mod tests {
     fn long_identifiers_are_cut_as_postgresql_cuts_them() {
         let long = "é".repeat(40); // 80 bytes
         let p = SeedPlan::for_query(&format!("SELECT COUNT(*) FROM {long}"), 1).unwrap();
-        assert_eq!(p.table().name.len(), 62, "cut at a character boundary at or below 63 bytes");
+        assert_eq!(
+            p.table().name.len(),
+            62,
+            "cut at a character boundary at or below 63 bytes"
+        );
         assert_eq!(p.table().name, "é".repeat(31));
     }
 
