@@ -174,6 +174,30 @@ async fn every_supported_shape_returns_exactly_n_then_n_plus_k() {
 }
 
 #[tokio::test]
+async fn the_largest_scenario_seeds_in_one_statement() {
+    if !postgres_available() {
+        return;
+    }
+    let pg = LocalPostgres::start(LocalPostgresConfig::default())
+        .await
+        .expect("local PostgreSQL");
+    create_login_role(&pg, ROLE, None).await.unwrap();
+    let query = "SELECT COUNT(*) FROM sales.orders WHERE status = 'pending' AND amount > 10";
+    let n = keda_harness::scenario::MAX_ROWS;
+    let started = std::time::Instant::now();
+    let plan = SeedPlan::for_query(query, n).unwrap();
+    let seeded = SeededQuery::create(&pg, "big", ROLE, plan).await.unwrap();
+    let took = started.elapsed();
+    println!("seeded and checked {n} rows in {:.2} s", took.as_secs_f64());
+    let mut conn = as_role(&pg, "big").await;
+    assert_value(run(&mut conn, query).await, n, query);
+    seeded.add_rows(1).await.unwrap();
+    assert_value(run(&mut conn, query).await, n + 1, query);
+    // A scenario's seeding must not be what makes a run slow (a run takes ~25 s).
+    assert!(took.as_secs() < 20, "{took:?}");
+}
+
+#[tokio::test]
 async fn the_customers_seed_sql_runs_and_its_query_gives_the_row_count() {
     if !postgres_available() {
         return;

@@ -144,11 +144,12 @@ impl MoviesTable {
     /// `SELECT COUNT(*) FROM movies`, as the scaler's query (run as the reader role).
     pub async fn count(&self) -> Result<u64, SeedError> {
         let v = self.seeded.query_value().await?;
+        let expected = self.seeded.rows().await;
         v.as_rows(u64::MAX).ok_or_else(|| SeedError::Verify {
             table: "public.movies".into(),
             query: format!("{:?}", Self::QUERY),
             role: self.seeded.reader_role.clone(),
-            expected: self.seeded.rows.try_lock().map(|r| *r).unwrap_or_default(),
+            expected,
             got: v.to_string(),
         })
     }
