@@ -77,7 +77,8 @@ async fn env_up_document_leads_to_a_token_and_the_seed_rows() {
         .unwrap()
         .get(0);
     let seed = keda_harness::scenario::Scenario::load("seed").unwrap();
-    assert_eq!(n as u64, seed.file.data.rows);
+    assert_eq!(Some(n as u64), seed.file.data.rows);
+    assert_eq!(p["rows"], serde_json::json!(n));
     assert_eq!(p["user"], seed.trigger.postgres.user.as_str());
     assert_eq!(p["database"], seed.trigger.postgres.database.as_str());
 }

@@ -10,7 +10,7 @@ use crate::catalog::PgxErrorStyle;
 use crate::observe::{ObservedEvent, ScaledJobObserver};
 use crate::process::{wait_until, Poll};
 use crate::report::Check;
-use crate::scenario::{Expectation, Outcome, Scenario};
+use crate::scenario::{Expectation, JobsExpectation, Outcome, Scenario};
 
 /// The event KEDA's scale handler records when a scaler fails.
 pub const SCALER_FAILED: &str = "KEDAScalerFailed";
@@ -24,6 +24,9 @@ pub trait ScenarioWorld {
     fn token_requests(&self) -> u64;
     /// Set the row count of the scenario's table.
     fn set_rows(&self, rows: u64) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    /// The value the trigger's query returns as seeded (with seed SQL, read from the database), or why there is
+    /// none.
+    fn seeded_rows(&self) -> impl std::future::Future<Output = Result<u64, String>> + Send;
 }
 
 /// The outcome of evaluating one expectation.
@@ -81,8 +84,26 @@ pub fn scaler_error_matches(
     Ok(())
 }
 
+#[cfg(test)]
 fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
-    let rows = scenario.file.data.rows;
+    describe_for_rows(e, scenario, scenario.planned_rows())
+}
+
+/// Whether the expectation counts Jobs from the query's value (`jobs: from-rows`, here or in a step).
+fn needs_rows(e: &Expectation) -> bool {
+    std::iter::once(&e.jobs)
+        .chain(e.then.iter().map(|s| &s.jobs))
+        .any(|j| matches!(j, JobsExpectation::Computed(_)))
+}
+
+/// The expectation in words, for `rows` (None: not known yet, with seed SQL before the run).
+fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) -> String {
+    let Some(rows) = rows.or((!needs_rows(e)).then_some(0)) else {
+        return match e.outcome {
+            Outcome::Scales => "jobs from the query's value".into(),
+            Outcome::ScalerError => "scaler error, jobs from the query's value".into(),
+        };
+    };
     let jobs = e.jobs.count(&scenario.trigger, rows);
     let mut s = match e.outcome {
         Outcome::Scales => format!("{jobs} jobs"),
@@ -142,12 +163,29 @@ pub async fn evaluate<W: ScenarioWorld>(
     timing: Timing,
     applied_at: Instant,
 ) -> Evaluation {
-    let expected = describe_expected(expectation, scenario);
+    let seeded = world.seeded_rows().await;
+    let expected = describe_for_rows(expectation, scenario, seeded.as_ref().ok().copied());
     let obs = world.observer();
     let mut checks = Vec::new();
     let mut first_error = None;
     let tick = Duration::from_millis(500);
-    let rows = scenario.file.data.rows;
+    let rows = match seeded {
+        Ok(n) => n,
+        Err(why) if needs_rows(expectation) => {
+            return Evaluation {
+                expected,
+                observed: "no row count".into(),
+                checks: vec![Check {
+                    name: "the trigger's query gives the row count `jobs: from-rows` needs".into(),
+                    passed: false,
+                    detail: why,
+                }],
+                first_error: None,
+            }
+        }
+        // No expectation here counts from rows.
+        Err(_) => 0,
+    };
     let want = expectation.jobs.count(&scenario.trigger, rows);
     let observed;
 

@@ -10,9 +10,11 @@ use mock_aad::config::{AppConfig, FederatedIdentityCredential, TenantConfig};
 use mock_aad::pg_front::{EntraPrincipal, FrontConfig, TokenRules, Upstream};
 use mock_aad::AccessTokenRules;
 
-use crate::postgres::seed::create_login_role;
-use crate::postgres::{LocalPostgres, LocalPostgresConfig, MoviesTable, PostgresServer};
-use crate::scenario::Scenario;
+use crate::postgres::seed::{
+    create_login_role, query_value_in, run_seed_sql, QueryValue, SeededQuery,
+};
+use crate::postgres::{LocalPostgres, LocalPostgresConfig, PostgresServer};
+use crate::scenario::{Scenario, SeedSource, MAX_ROWS};
 
 /// The client id KEDA sends to Entra: the TriggerAuthentication's `podIdentity.identityId`.
 pub fn client_id(scenario: &Scenario) -> anyhow::Result<String> {
@@ -51,18 +53,82 @@ pub fn scenario_tenant(
     }
 }
 
-/// A local PostgreSQL with the trigger's role and database, and the scenario's rows in its table.
+/// The scenario's data in the trigger's database, as seeded.
+pub enum ScenarioData {
+    /// Query-aware seeding: the table the trigger's query reads, holding what makes it return N.
+    Planned(Box<SeededQuery>),
+    /// The customer's SQL ran; `rows` is the trigger's query's value afterwards (as the trigger's role), or why
+    /// it is not a row count.
+    SeedSql {
+        path: std::path::PathBuf,
+        rows: Result<u64, String>,
+    },
+}
+
+impl ScenarioData {
+    /// Seed `scenario`'s data into `server` (the trigger's role must exist).
+    pub async fn seed(server: &dyn PostgresServer, scenario: &Scenario) -> anyhow::Result<Self> {
+        let pg = &scenario.trigger.postgres;
+        match &scenario.seed {
+            SeedSource::Planned(plan) => Ok(Self::Planned(Box::new(
+                SeededQuery::create(server, &pg.database, &pg.user, plan.clone()).await?,
+            ))),
+            SeedSource::Sql(path) => {
+                run_seed_sql(server, &pg.database, &pg.user, path).await?;
+                let rows = match query_value_in(server, &pg.database, &pg.user, &pg.query).await? {
+                    Ok(v) => v.as_rows(MAX_ROWS).ok_or_else(|| not_rows(&v, path)),
+                    Err(e) => Err(format!(
+                        "after {}, the trigger's query failed as role {}: {e}",
+                        path.display(),
+                        pg.user
+                    )),
+                };
+                Ok(Self::SeedSql {
+                    path: path.clone(),
+                    rows,
+                })
+            }
+        }
+    }
+
+    /// The value the trigger's query returns after seeding: N, or why there is none.
+    pub async fn rows(&self) -> Result<u64, String> {
+        match self {
+            Self::Planned(s) => Ok(s.rows().await),
+            Self::SeedSql { rows, .. } => rows.clone(),
+        }
+    }
+
+    /// Make the query return `total` (query-aware seeding only).
+    pub async fn set_rows(&self, total: u64) -> anyhow::Result<()> {
+        match self {
+            Self::Planned(s) => Ok(s.set_rows(total).await?),
+            Self::SeedSql { path, .. } => Err(anyhow!(
+                "the data came from {}; the harness cannot change what it did not plan",
+                path.display()
+            )),
+        }
+    }
+}
+
+fn not_rows(v: &QueryValue, path: &std::path::Path) -> String {
+    format!(
+        "after {}, the trigger's query returned {v}, not a whole number of rows from 0 to {MAX_ROWS}, so          `jobs: from-rows` has nothing to count; write the expected jobs as a number",
+        path.display()
+    )
+}
+
+/// A local PostgreSQL with the trigger's role and database, and the scenario's data.
 pub async fn start_seeded_postgres(
     scenario: &Scenario,
-) -> anyhow::Result<(LocalPostgres, MoviesTable)> {
+) -> anyhow::Result<(LocalPostgres, ScenarioData)> {
     let pg = &scenario.trigger.postgres;
     let postgres = LocalPostgres::start(LocalPostgresConfig::default())
         .await
         .context("starting PostgreSQL")?;
     create_login_role(&postgres, &pg.user, None).await?;
-    let movies = MoviesTable::create(&postgres, &pg.database, &pg.user).await?;
-    movies.set_rows(scenario.file.data.rows).await?;
-    Ok((postgres, movies))
+    let data = ScenarioData::seed(&postgres, scenario).await?;
+    Ok((postgres, data))
 }
 
 /// The Entra front for the scenario: on `listen`, TLS for the trigger's host and `extra_names`, relaying to

@@ -1,8 +1,8 @@
 //! `keda-harness env up`: the Azure side of a scenario, standing, for people to poke at.
 //!
 //! Starts the Entra mock (HTTPS, the run's CA), a local PostgreSQL (pg_hba `password` on TCP), and the Entra
-//! front before it; seeds the scenario's data (default: the seed scenario's `movies` table and role `movies-mi`,
-//! bound to the scenario's identity); writes a federated assertion the configured app accepts; prints one JSON
+//! front before it; seeds the scenario's data (default: the seed scenario's — the `movies` table its trigger's
+//! query reads, role `movies-mi` bound to the scenario's identity); writes a federated assertion the configured app accepts; prints one JSON
 //! document and stays up until Ctrl-C (or SIGTERM), then stops everything and deletes its files.
 //!
 //! ```text
@@ -22,7 +22,7 @@ use mock_aad::{example_config, EntraMock};
 use serde::Serialize;
 
 use crate::azure_postgres;
-use crate::postgres::{LocalPostgres, MoviesTable, PostgresServer};
+use crate::postgres::{LocalPostgres, PostgresServer};
 use crate::scenario::Scenario;
 
 /// `keda-harness env ...`
@@ -88,7 +88,9 @@ pub struct PostgresSection {
     /// The real PostgreSQL behind the front (pg_hba `password` on TCP; a unix socket with `trust`).
     pub server: String,
     pub server_log: PathBuf,
-    pub rows: u64,
+    /// The trigger's query, and the value it returns as seeded (null when the seed SQL's query gave no count).
+    pub query: String,
+    pub rows: Option<u64>,
 }
 
 /// Everything `env up` runs; dropping it stops everything.
@@ -96,7 +98,7 @@ pub struct Environment {
     pub document: EnvDocument,
     pub front: PgEntraFront,
     pub entra: EntraMock,
-    pub movies: MoviesTable,
+    pub data: azure_postgres::ScenarioData,
     pub postgres: LocalPostgres,
     pub dir: crate::lifecycle::TrackedDir,
 }
@@ -111,7 +113,8 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
     let dir = crate::lifecycle::TrackedDir::new("keda-harness-env-")
         .context("creating the environment's temp dir")?;
 
-    let (postgres, movies) = azure_postgres::start_seeded_postgres(&scenario).await?;
+    let (postgres, data) = azure_postgres::start_seeded_postgres(&scenario).await?;
+    let rows = data.rows().await.ok();
 
     let ca = TestCa::generate("keda-harness env up")?;
     let ca_file = dir.path().join("ca.pem");
@@ -181,14 +184,15 @@ pub async fn start(args: &EnvUpArgs) -> anyhow::Result<Environment> {
             tls_server_name: trig.postgres.host.clone(),
             server: postgres.addr().to_string(),
             server_log: postgres.log_path().to_path_buf(),
-            rows: scenario.file.data.rows,
+            query: trig.postgres.query.clone(),
+            rows,
         },
     };
     Ok(Environment {
         document,
         front,
         entra,
-        movies,
+        data,
         postgres,
         dir,
     })
@@ -215,8 +219,15 @@ async fn up(args: EnvUpArgs) -> anyhow::Result<()> {
     if !args.json {
         let d = &env.document;
         eprintln!(
-            "\nEntra mock: {}   PostgreSQL (Entra front, TLS required): {}:{}   {} rows in {}.movies",
-            d.entra.url, d.postgres.host, d.postgres.port, d.postgres.rows, d.postgres.database
+            "\nEntra mock: {}   PostgreSQL (Entra front, TLS required): {}:{}   database {}: `{}` returns {}",
+            d.entra.url,
+            d.postgres.host,
+            d.postgres.port,
+            d.postgres.database,
+            d.postgres.query,
+            d.postgres.rows
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "no row count".into())
         );
         eprintln!("Get a token with the assertion, then: PGPASSWORD=$TOKEN psql \"host={} port={} user={} dbname={} sslmode=require\"",
             d.postgres.host, d.postgres.port, d.postgres.user, d.postgres.database);

@@ -19,6 +19,10 @@ enum Cli {
         /// Scenario name (a folder under scenarios/) or a path to a folder holding scenario.yaml.
         #[arg(long, default_value = "seed")]
         scenario: String,
+        /// Seed the trigger's database with this SQL file (run as the superuser) instead of the scenario's
+        /// `data:`; the trigger's query, run as its role afterwards, gives the row count for `jobs: from-rows`.
+        #[arg(long, value_name = "FILE")]
+        seed_sql: Option<std::path::PathBuf>,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -114,14 +118,15 @@ fn main() -> anyhow::Result<()> {
             backend,
             keda,
             scenario,
+            seed_sql,
             out,
-        } => run_matrix(&backend, vec![keda], vec![scenario], false, out),
+        } => run_matrix(&backend, vec![keda], vec![scenario], false, seed_sql, out),
         Cli::Matrix {
             keda,
             scenario,
             sequential,
             out,
-        } => run_matrix("local", keda, scenario, !sequential, out),
+        } => run_matrix("local", keda, scenario, !sequential, None, out),
         Cli::Env { command } => keda_harness::env_up::run(command),
         Cli::Catalog {
             json,
@@ -235,9 +240,10 @@ fn run_matrix(
     versions: Vec<String>,
     scenarios: Vec<String>,
     parallel: bool,
+    seed_sql: Option<std::path::PathBuf>,
     out: OutputArgs,
 ) -> anyhow::Result<()> {
-    use keda_harness::matrix::{run_local, MatrixPlan};
+    use keda_harness::matrix::{run_local_scenarios, MatrixPlan};
     match backend {
         "local" => {}
         "kind" => anyhow::bail!(
@@ -260,7 +266,20 @@ fn run_matrix(
         tokio::select! {
             biased;
             _ = keda_harness::lifecycle::shutdown_requested() => None,
-            outcome = run_local(&plan) => Some(outcome),
+            outcome = async {
+                let scenarios = plan
+                    .scenarios
+                    .iter()
+                    .map(|s| {
+                        let loaded = keda_harness::scenario::Scenario::load(s)?;
+                        match &seed_sql {
+                            Some(sql) => loaded.with_seed_sql(sql),
+                            None => Ok(loaded),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                run_local_scenarios(&plan, scenarios).await
+            } => Some(outcome),
         }
     });
     // A run that ended because shutdown refused it something (a spawn) is an interrupted run, not a verdict.

@@ -51,6 +51,20 @@ impl MatrixOutcome {
 
 /// Build, run and judge every cell of `plan` on the local backend.
 pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
+    let scenarios: Vec<Scenario> = plan
+        .scenarios
+        .iter()
+        .map(|s| Scenario::load(s))
+        .collect::<Result<_, _>>()?;
+    run_local_scenarios(plan, scenarios).await
+}
+
+/// [`run_local`] for scenarios already loaded (and perhaps changed, e.g. [`Scenario::with_seed_sql`]);
+/// `plan.scenarios` is not read.
+pub async fn run_local_scenarios(
+    plan: &MatrixPlan,
+    scenarios: Vec<Scenario>,
+) -> anyhow::Result<MatrixOutcome> {
     let started = Instant::now();
     let catalog = Catalog::load()?;
     let versions = if plan.versions.is_empty() {
@@ -62,11 +76,6 @@ pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
     let entries: Vec<CatalogEntry> = versions
         .iter()
         .map(|v| catalog.get(v).cloned())
-        .collect::<Result<_, _>>()?;
-    let scenarios: Vec<Scenario> = plan
-        .scenarios
-        .iter()
-        .map(|s| Scenario::load(s))
         .collect::<Result<_, _>>()?;
     for s in &scenarios {
         for e in &entries {

@@ -2,7 +2,8 @@
 //!
 //! - [`local`]: the machine's own server binaries (initdb + postgres) in a temp dir — no Docker needed.
 //! - [`container`]: a Docker container (official `postgres:15` or the offline image from `ci/images/postgres.sh`).
-//! - [`seed`]: databases, roles and the seed scenario's `movies` table, through sqlx.
+//! - [`seed_plan`]: query-aware seeding's planner: from a trigger's query and N, the schema, table, columns and rows.
+//! - [`seed`]: databases, roles, the planned table ([`SeededQuery`]) or a customer's seed SQL, through sqlx.
 //!
 //! A provider hands back something implementing [`PostgresServer`]; everything downstream (seeding, the Entra
 //! front, reports) only talks to that trait, so a container provider fits beside `local` without changes there.
@@ -10,12 +11,14 @@
 pub mod container;
 pub mod local;
 pub mod seed;
+pub mod seed_plan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use local::{HostAuth, LocalPostgres, LocalPostgresConfig};
-pub use seed::{MoviesTable, SeedError};
+pub use seed::{MoviesTable, SeedError, SeededQuery};
+pub use seed_plan::{SeedPlan, SeedPlanError};
 
 /// Errors starting or talking to a PostgreSQL provider.
 #[derive(Debug, thiserror::Error)]

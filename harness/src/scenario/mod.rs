@@ -4,6 +4,7 @@
 //! The identity, database host, role and database are read from the manifests themselves, so a customer's own
 //! YAML runs with a short `scenario.yaml` beside it.
 
+mod data;
 mod expect;
 mod manifests;
 mod model;
@@ -11,6 +12,7 @@ mod nesting;
 mod redact;
 mod validate;
 
+pub use data::SeedSource;
 pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
 pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
@@ -80,6 +82,8 @@ pub struct Scenario {
     pub documents: Vec<serde_yaml::Value>,
     /// What the harness reads from the manifests (trigger, auth, scaling knobs).
     pub trigger: TriggerFacts,
+    /// Where the trigger's data comes from (`data:`).
+    pub seed: SeedSource,
 }
 
 /// Where a manifest document came from: its file and its position in that file (counted from 0, as
@@ -98,7 +102,7 @@ impl Scenario {
         let text = validate::read_capped(&path, MAX_SCENARIO_FILE_BYTES)?;
         let file: ScenarioFile = model::parse(&path, &text)?;
         validate::scenario_file(&path, &file)?;
-        expect::validate(&path, &file.expect, file.data.rows)?;
+        expect::validate(&path, &file.expect, file.data.rows.unwrap_or(0))?;
         let mut documents = Vec::new();
         let mut origins = Vec::new();
         for m in &file.manifests {
@@ -123,13 +127,37 @@ impl Scenario {
             }
         }
         let trigger = manifests::trigger_facts(&path, &documents, &origins)?;
+        let seed = data::seed_source(&path, &dir, &file.data, &trigger, &file.expect)?;
         Ok(Self {
             name: file.name.clone(),
             dir,
             file,
             documents,
             trigger,
+            seed,
         })
+    }
+
+    /// Seed with a SQL file instead of `data:` (`--seed-sql FILE`): the query's result after it is the row count.
+    pub fn with_seed_sql(mut self, sql: &Path) -> Result<Self, ScenarioError> {
+        let origin = format!("--seed-sql {}", sql.display());
+        crate::postgres::seed::read_seed_sql(sql).map_err(|e| ScenarioError::Field {
+            path: origin.clone(),
+            field: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        data::no_added_rows(&self.dir.join("scenario.yaml"), &self.file.expect, &origin)?;
+        self.seed = SeedSource::Sql(sql.to_path_buf());
+        Ok(self)
+    }
+
+    /// The value the trigger's query returns once seeded, when the harness plans it (None with seed SQL: then
+    /// only the seeded database can say).
+    pub fn planned_rows(&self) -> Option<u64> {
+        match &self.seed {
+            SeedSource::Planned(p) => Some(p.rows()),
+            SeedSource::Sql(_) => None,
+        }
     }
 
     /// The expectation for a KEDA version (`2.14.1`), or an error naming the scenario file and the ranges.

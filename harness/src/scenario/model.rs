@@ -41,12 +41,21 @@ fn default_fic_audience() -> String {
     "api://AzureADTokenExchange".to_string()
 }
 
-/// Rows to seed in the trigger's database.
+/// What the trigger's database holds: `rows: N` (query-aware seeding: schema, table, columns and rows derived
+/// from the trigger's query so that it returns exactly N) or `seed_sql: FILE` (the customer's own SQL; the
+/// query's result afterwards is the row count).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Data {
-    pub table: String,
-    pub rows: u64,
+    /// The value the trigger's query must return (N).
+    #[serde(default)]
+    pub rows: Option<u64>,
+    /// A SQL file relative to the scenario folder, run as the superuser in the trigger's database instead.
+    #[serde(default)]
+    pub seed_sql: Option<String>,
+    /// Optional and no longer needed (the table comes from the query); when given it must name the query's table.
+    #[serde(default)]
+    pub table: Option<String>,
 }
 
 /// Changes the harness makes to the manifests for speed; each is listed in the report.

@@ -20,7 +20,7 @@ use crate::egress::EgressPlan;
 use crate::keda::{KedaRelease, OperatorLaunch};
 use crate::lifecycle::TrackedDir;
 use crate::observe::ScaledJobObserver;
-use crate::postgres::{LocalPostgres, MoviesTable, PostgresServer};
+use crate::postgres::{LocalPostgres, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
 use crate::scenario::{redact, ManifestChange, Scenario};
 
@@ -46,7 +46,7 @@ pub struct LocalWorld {
     egress: EgressPlan,
     front: PgEntraFront,
     entra: EntraMock,
-    movies: MoviesTable,
+    data: azure_postgres::ScenarioData,
     postgres: LocalPostgres,
     control_plane: LocalControlPlane,
     observer: ScaledJobObserver,
@@ -120,7 +120,7 @@ impl LocalWorld {
 
         let ip = run_ip(&[443, trig.postgres.port])?;
         say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
-        let (postgres, movies) = azure_postgres::start_seeded_postgres(scenario).await?;
+        let (postgres, data) = azure_postgres::start_seeded_postgres(scenario).await?;
 
         let entra_config =
             entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
@@ -261,7 +261,7 @@ impl LocalWorld {
             egress,
             front,
             entra,
-            movies,
+            data,
             postgres,
             control_plane,
             observer,
@@ -422,7 +422,11 @@ impl ScenarioWorld for LocalWorld {
 
     async fn set_rows(&self, rows: u64) -> anyhow::Result<()> {
         eprintln!("[{}] setting {} rows", self.label, rows);
-        Ok(self.movies.set_rows(rows).await?)
+        self.data.set_rows(rows).await
+    }
+
+    async fn seeded_rows(&self) -> Result<u64, String> {
+        self.data.rows().await
     }
 }
 
