@@ -10,12 +10,12 @@ use keda_harness::report::Verdict;
 fn assert_passed(v: &Verdict) {
     assert!(
         v.passed,
-        "seed on KEDA {} failed: expected {}, observed {}; failed checks: {:#?}; first error: {:?}; diagnostics: {:?}",
+        "seed on KEDA {} failed: expected {}, observed {}; failed checks: {:#?}; deciding error: {:?}; diagnostics: {:?}",
         v.keda,
         v.expected,
         v.observed,
         v.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(),
-        v.first_error,
+        v.deciding_error,
         v.diagnostics
     );
 }
@@ -48,7 +48,11 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
     // user and database, and no Jobs.
     let old = by_version("2.14.1");
     assert_passed(old);
-    let err = old.first_error.as_deref().unwrap_or_default();
+    let err = old
+        .deciding_error
+        .as_ref()
+        .map(|e| e.text.as_str())
+        .unwrap_or_default();
     assert!(
         err.contains(
             "failed to connect to `host=postgres.postgres.database.azure.com user=movies-mi database=movies`: \

@@ -424,7 +424,15 @@ impl ScenarioWorld for LocalWorld {
         eprintln!("[{}] setting {} rows", self.label, rows);
         Ok(self.movies.set_rows(rows).await?)
     }
+
+    fn operator_log(&self) -> String {
+        self.operator.log_tail(OPERATOR_LOG_FOR_ERRORS)
+    }
 }
+
+/// How much of the operator's log is read for a verdict's errors: a run of a minute writes well under a
+/// megabyte; a log grown past this keeps its newest part.
+const OPERATOR_LOG_FOR_ERRORS: u64 = 16 * 1024 * 1024;
 
 fn write_token(path: &PathBuf, token: &str) -> anyhow::Result<()> {
     // Write then rename: azidentity may read the file at any moment.
