@@ -8,7 +8,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
 use serde::Serialize;
 
-use crate::report::deciding::{ErrorSource, SeenError};
+use crate::report::deciding::{error_key, ErrorSource, SeenError};
 
 /// Lines longer than this are cut before they are parsed (a log line is not a place for megabytes).
 const MAX_LOG_LINE: usize = 64 * 1024;
@@ -124,10 +124,11 @@ impl ScaledJobObserver {
 /// The errors of a KEDA operator log as the harness starts it (`--zap-encoder=console`: fields separated by
 /// tabs, `TIME\tERROR\t[LOGGER\t]MESSAGE\t{JSON}`, stack traces on the lines after). Each ERROR line gives
 /// its JSON `error` field (controller-runtime's `logger.Error(err, msg)` puts `err` there), or the message
-/// when there is none; equal texts are counted, in the order first seen. Lines that are not zap ERROR lines
+/// when there is none; equal errors ([`error_key`]) are counted, in the order first seen. Lines that are not zap ERROR lines
 /// (stack traces, klog, garbage) are skipped, overlong lines are cut at a character boundary.
 pub fn operator_log_errors(log: &str) -> Vec<SeenError> {
     let mut out: Vec<SeenError> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     for (i, raw) in log.lines().enumerate() {
         let line = cut(raw, MAX_LOG_LINE);
         let fields: Vec<&str> = line.split('\t').collect();
@@ -156,21 +157,24 @@ pub fn operator_log_errors(log: &str) -> Vec<SeenError> {
         if text.trim().is_empty() {
             continue;
         }
-        let full = out.len() >= MAX_DISTINCT_LOG_ERRORS;
-        match out.iter_mut().find(|e| e.text == text) {
-            Some(e) => e.count += 1,
-            None if full => {
+        let key = error_key(&text);
+        match keys.iter().position(|k| *k == key) {
+            Some(at) => out[at].count += 1,
+            None if out.len() >= MAX_DISTINCT_LOG_ERRORS => {
                 if let Some(last) = out.last_mut() {
                     last.count += 1;
                 }
             }
-            None => out.push(SeenError::new(
-                text,
-                ErrorSource::OperatorLog {
-                    message: message.to_string(),
-                    line: i + 1,
-                },
-            )),
+            None => {
+                keys.push(key);
+                out.push(SeenError::new(
+                    text,
+                    ErrorSource::OperatorLog {
+                        message: message.to_string(),
+                        line: i + 1,
+                    },
+                ))
+            }
         }
     }
     out

@@ -69,6 +69,7 @@ fn verdicts() -> Vec<Verdict> {
                     reason: "KEDAScalerFailed".into(),
                     reporter: "keda-operator".into(),
                 },
+                count: 1,
             }),
             transient_errors: vec![],
             hint: Some("upgrade KEDA to >= 2.15.0".into()),
@@ -94,6 +95,7 @@ fn verdicts() -> Vec<Verdict> {
                     message: "Error getting scalers".into(),
                     line: 57,
                 },
+                count: 1,
             }),
             transient_errors: vec![TransientError {
                 text: "Failed to ensure ScaledJob is correctly created".into(),

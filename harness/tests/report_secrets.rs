@@ -218,6 +218,7 @@ fn verdict(scenario: &Scenario, bundle: &Path) -> Verdict {
                 message: format!("Found error pinging postgreSQL: password={DATA_CANARY}"),
                 line: 12,
             },
+            count: 1,
         }),
         transient_errors: vec![
             TransientError {
@@ -361,6 +362,7 @@ fn report_write_scrubs_jwts_even_without_a_scenario() {
     v.deciding_error = Some(DecidingError {
         text: format!("token {JWT} refused"),
         source: ErrorSource::Harness,
+        count: 1,
     });
     keda_harness::report::write(report.path(), &[v]).unwrap();
     for f in files_under(report.path()).unwrap() {

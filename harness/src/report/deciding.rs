@@ -23,7 +23,8 @@
 //! - A run that could not observe KEDA at all (build or stand-up failure): the harness's own error.
 //!
 //! "Transient" errors are reported with their distinct texts and how often each was seen, never in the
-//! deciding column.
+//! deciding column. Texts that differ only in ids and times (Entra's `Trace ID`, `Correlation ID` and
+//! `Timestamp` in every answer, see [`error_key`]) are one error: the first text seen stands for all.
 
 use std::fmt;
 
@@ -97,6 +98,8 @@ impl SeenError {
 pub struct DecidingError {
     pub text: String,
     pub source: ErrorSource,
+    /// How often the run saw it (texts equal but for ids and times counted together; 1 when not counted).
+    pub count: u64,
 }
 
 impl DecidingError {
@@ -231,10 +234,17 @@ pub fn explain(
     let distinct = merge(seen);
     let deciding = match decision {
         Decision::PassedScaling => None,
-        Decision::PassedScalerError { matched } => Some(DecidingError {
-            text: matched.text.clone(),
-            source: matched.source.clone(),
-        }),
+        Decision::PassedScalerError { matched } => {
+            let key = error_key(&matched.text);
+            Some(DecidingError {
+                text: matched.text.clone(),
+                source: matched.source.clone(),
+                count: distinct
+                    .iter()
+                    .find(|e| error_key(&e.text) == key)
+                    .map_or(matched.count, |e| e.count),
+            })
+        }
         Decision::Failed => distinct
             .iter()
             .enumerate()
@@ -248,34 +258,99 @@ pub fn explain(
             .map(|(_, e)| DecidingError {
                 text: e.text.clone(),
                 source: e.source.clone(),
+                count: e.count,
             }),
     };
+    let deciding_key = deciding.as_ref().map(|d| error_key(&d.text));
     let rest = distinct
         .into_iter()
-        .filter(|e| deciding.as_ref().is_none_or(|d| d.text != e.text))
+        .filter(|e| deciding_key.as_deref() != Some(error_key(&e.text).as_str()))
         .collect();
     (deciding, rest)
 }
 
-/// Equal texts as one, with the counts added and the best-ranked source kept; first-seen order.
+/// What makes two error texts the same error: the text with every GUID (`8-4-4-4-12` hex digits) and every
+/// date-time (`YYYY-MM-DD hh:mm:ss`, `T` or space, optional fraction and `Z`) replaced by a placeholder.
+/// Entra puts a fresh `Trace ID`, `Correlation ID` and `Timestamp` into every error answer, and azidentity
+/// keeps them in its error text, so each retry of one refusal would otherwise be a new text.
+pub fn error_key(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(n) = guid_len(&b[i..]) {
+            out.extend_from_slice(b"<id>");
+            i += n;
+        } else if let Some(n) = datetime_len(&b[i..]) {
+            out.extend_from_slice(b"<time>");
+            i += n;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    // Only whole ASCII runs were replaced, so the bytes are still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Bytes matching `shape`: `h` a hex digit, `d` a decimal digit, `s` a space or `T`, anything else itself.
+fn matches_shape(b: &[u8], shape: &[u8]) -> bool {
+    b.len() >= shape.len()
+        && b.iter().zip(shape).all(|(c, s)| match s {
+            b'h' => c.is_ascii_hexdigit(),
+            b'd' => c.is_ascii_digit(),
+            b's' => *c == b' ' || *c == b'T',
+            s => c == s,
+        })
+}
+
+fn guid_len(b: &[u8]) -> Option<usize> {
+    const SHAPE: &[u8] = b"hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh";
+    matches_shape(b, SHAPE).then_some(SHAPE.len())
+}
+
+fn datetime_len(b: &[u8]) -> Option<usize> {
+    const SHAPE: &[u8] = b"dddd-dd-ddsdd:dd:dd";
+    if !matches_shape(b, SHAPE) {
+        return None;
+    }
+    let mut n = SHAPE.len();
+    if b.get(n) == Some(&b'.') {
+        n += 1;
+        while b.get(n).is_some_and(u8::is_ascii_digit) {
+            n += 1;
+        }
+    }
+    if b.get(n) == Some(&b'Z') {
+        n += 1;
+    }
+    Some(n)
+}
+
+/// Equal errors ([`error_key`]) as one, with the counts added and the best-ranked source kept; first-seen
+/// order, the first text seen.
 fn merge(seen: &[SeenError]) -> Vec<TransientError> {
-    let mut out: Vec<TransientError> = Vec::new();
+    let mut out: Vec<(String, TransientError)> = Vec::new();
     for e in seen {
-        match out.iter_mut().find(|o| o.text == e.text) {
+        let key = error_key(&e.text);
+        match out.iter_mut().find(|(k, _)| *k == key).map(|(_, o)| o) {
             Some(o) => {
                 o.count += e.count;
                 if e.source.rank() < o.source.rank() {
                     o.source = e.source.clone();
                 }
             }
-            None => out.push(TransientError {
-                text: e.text.clone(),
-                source: e.source.clone(),
-                count: e.count,
-            }),
+            None => out.push((
+                key,
+                TransientError {
+                    text: e.text.clone(),
+                    source: e.source.clone(),
+                    count: e.count,
+                },
+            )),
         }
     }
-    out
+    out.into_iter().map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]
@@ -458,6 +533,40 @@ mod tests {
             specificity("the object has been modified; please apply your changes to the latest version and try again"),
             Specificity::Other
         );
+    }
+
+    #[test]
+    fn retries_that_differ_in_entra_trace_ids_and_times_are_one_error() {
+        // Entra appends `Trace ID: … Correlation ID: … Timestamp: 2024-10-02 22:05:03Z` to every
+        // error_description (the public AADSTS700024 sample cited in mock-aad/src/entra_error.rs has them).
+        let at = |trace: &str, time: &str| {
+            format!("AADSTS700213: No matching federated identity record found. Trace ID: {trace} Correlation ID: 85d1030d-2815-4bab-ade0-ee26419d6647 Timestamp: {time}")
+        };
+        let first = at(
+            "e5adde84-26a2-4322-bb31-e9b8ba1eeb9e",
+            "2026-12-02 05:43:14Z",
+        );
+        let second = at(
+            "4ce42808-068f-41dc-95f3-49a7d743fae1",
+            "2026-12-02T05:43:19.1234567Z",
+        );
+        assert_eq!(error_key(&first), error_key(&second));
+        assert!(
+            error_key(&first).ends_with("Correlation ID: <id> Timestamp: <time>"),
+            "{}",
+            error_key(&first)
+        );
+        let seen = vec![
+            log("Error getting scalers", 3, &first),
+            event("ScaledJobCheckFailed", GENERIC_CHECK),
+            log("Error getting scalers", 9, &second),
+        ];
+        let (d, rest) = explain(&seen, Decision::Failed);
+        let d = d.unwrap();
+        assert_eq!((d.text.as_str(), d.count), (first.as_str(), 2));
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        // Other texts are left alone, multi-byte characters included.
+        assert_eq!(error_key("é 2026-12-0 x"), "é 2026-12-0 x");
     }
 
     #[test]

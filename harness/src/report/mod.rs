@@ -69,6 +69,7 @@ impl Verdict {
             deciding_error: Some(DecidingError {
                 text: format!("{error:#}"),
                 source: ErrorSource::Harness,
+                count: 1,
             }),
             transient_errors: vec![],
             hint: None,
@@ -82,6 +83,15 @@ impl Verdict {
     /// How many errors not deciding the verdict were seen, repeats included.
     pub fn transient_error_count(&self) -> u64 {
         self.transient_errors.iter().map(|t| t.count).sum()
+    }
+}
+
+/// `, seen N times` when an error was seen more than once.
+fn seen_times(count: u64) -> String {
+    if count > 1 {
+        format!(", seen {count} times")
+    } else {
+        String::new()
     }
 }
 
@@ -162,8 +172,11 @@ pub fn table(verdicts: &[Verdict]) -> String {
     for v in verdicts {
         if let Some(e) = &v.deciding_error {
             out.push_str(&format!(
-                "deciding error of {} on KEDA {}: from {}\n",
-                v.scenario, v.keda, e.source
+                "deciding error of {} on KEDA {}: from {}{}\n",
+                v.scenario,
+                v.keda,
+                e.source,
+                seen_times(e.count)
             ));
         }
         if !v.transient_errors.is_empty() {
@@ -308,7 +321,12 @@ pub fn junit(verdicts: &[Verdict]) -> Result<String, quick_junit::SerializeError
             })
             .collect();
         if let Some(e) = &v.deciding_error {
-            out.push(format!("deciding error (from {}): {}", e.source, e.text));
+            out.push(format!(
+                "deciding error (from {}{}): {}",
+                e.source,
+                seen_times(e.count),
+                e.text
+            ));
         }
         for t in &v.transient_errors {
             out.push(format!(
@@ -394,7 +412,11 @@ pub fn markdown(verdicts: &[Verdict]) -> String {
             m.push_str(&format!("Hint: {h}\n\n"));
         }
         if let Some(e) = &v.deciding_error {
-            m.push_str(&format!("Deciding error, from {}:\n\n", e.source));
+            m.push_str(&format!(
+                "Deciding error, from {}{}:\n\n",
+                e.source,
+                seen_times(e.count)
+            ));
             m.push_str(&code_block(&e.text));
             m.push('\n');
         }
@@ -456,6 +478,7 @@ mod tests {
                         reason: "KEDAScalerFailed".into(),
                         reporter: "scale-handler".into(),
                     },
+                    count: 1,
                 }),
                 transient_errors: vec![],
                 hint: Some("upgrade KEDA to >= 2.15.0 (kedacore/keda#5823)".into()),
@@ -531,6 +554,7 @@ mod tests {
                 reason: "KEDAScalerFailed".into(),
                 reporter: String::new(),
             },
+            count: 1,
         });
         let x = junit(&v).unwrap();
         assert!(
