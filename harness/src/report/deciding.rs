@@ -269,10 +269,11 @@ pub fn explain(
     (deciding, rest)
 }
 
-/// What makes two error texts the same error: the text with every GUID (`8-4-4-4-12` hex digits) and every
-/// date-time (`YYYY-MM-DD hh:mm:ss`, `T` or space, optional fraction and `Z`) replaced by a placeholder.
-/// Entra puts a fresh `Trace ID`, `Correlation ID` and `Timestamp` into every error answer, and azidentity
-/// keeps them in its error text, so each retry of one refusal would otherwise be a new text.
+/// What makes two error texts the same error: the text with every GUID (`8-4-4-4-12` hex digits), every
+/// date-time (`YYYY-MM-DD hh:mm:ss`, `T` or space, optional fraction and `Z`) and every event-name suffix
+/// (`.` and 12 or more hex digits, as client-go names events `<object>.<hex time>`) replaced by a
+/// placeholder. Entra puts a fresh `Trace ID`, `Correlation ID` and `Timestamp` into every error answer, and
+/// azidentity keeps them in its error text, so each retry of one refusal would otherwise be a new text.
 pub fn error_key(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -283,6 +284,9 @@ pub fn error_key(text: &str) -> String {
             i += n;
         } else if let Some(n) = datetime_len(&b[i..]) {
             out.extend_from_slice(b"<time>");
+            i += n;
+        } else if let Some(n) = event_suffix_len(&b[i..]) {
+            out.extend_from_slice(b".<id>");
             i += n;
         } else {
             out.push(b[i]);
@@ -325,6 +329,18 @@ fn datetime_len(b: &[u8]) -> Option<usize> {
         n += 1;
     }
     Some(n)
+}
+
+fn event_suffix_len(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&b'.') {
+        return None;
+    }
+    let hex = b[1..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        .count();
+    let ends = b.get(1 + hex).is_none_or(|c| !c.is_ascii_alphanumeric());
+    (hex >= 12 && ends).then_some(1 + hex)
 }
 
 /// Equal errors ([`error_key`]) as one, with the counts added and the best-ranked source kept; first-seen
@@ -565,6 +581,12 @@ mod tests {
         let d = d.unwrap();
         assert_eq!((d.text.as_str(), d.count), (first.as_str(), 2));
         assert_eq!(rest.len(), 1, "{rest:?}");
+        // client-go's event names: `<object>.<hex>` (the apiserver's refusal of an over-long event).
+        assert_eq!(
+            error_key("Event \"postgres-scaledjob.18ed5ab29e130ccc\" is invalid"),
+            error_key("Event \"postgres-scaledjob.18ed5ab2a76e7b7a\" is invalid")
+        );
+        assert_eq!(error_key("v1.2.3 x.abc"), "v1.2.3 x.abc");
         // Other texts are left alone, multi-byte characters included.
         assert_eq!(error_key("é 2026-12-0 x"), "é 2026-12-0 x");
     }
