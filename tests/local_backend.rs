@@ -61,12 +61,27 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
         "{err}"
     );
     assert_eq!(old.observed, "scaler error, 0 jobs");
+    // The error that decided it is the event the expectation waited for, and says so.
+    assert!(
+        matches!(
+            old.deciding_error.as_ref().map(|d| &d.source),
+            Some(keda_harness::report::ErrorSource::Event { reason, .. }) if reason == "KEDAScalerFailed"
+        ),
+        "{:#?}",
+        old.deciding_error
+    );
 
     // The fixed versions: 3 rows with targetQueryValue 1 give 3 Jobs, 2 more rows give 5.
     for v in ["2.15.0", "2.20.2"] {
         let fixed = by_version(v);
         assert_passed(fixed);
         assert_eq!(fixed.observed, "5 jobs", "KEDA {v}");
+        // A pass that scales has no deciding error; whatever KEDA logged on the way is listed apart.
+        assert_eq!(
+            fixed.deciding_error, None,
+            "KEDA {v}: {:#?}",
+            fixed.transient_errors
+        );
     }
 
     // Reports are written in every format.
