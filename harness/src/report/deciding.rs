@@ -37,7 +37,8 @@ pub enum ErrorSource {
     /// A Warning event about the ScaledJob; `reason` is KEDA's (`KEDAScalerFailed`, `ScaledJobCheckFailed`).
     Event { reason: String, reporter: String },
     /// The `error` field of an ERROR line of the KEDA operator's log (the line's text when it has none).
-    /// `message` is the line's message (`Reconciler error`, `Error getting scalers`), `line` its number.
+    /// `message` is the line's message (`Reconciler error`, `Error getting scalers`), `line` its number in
+    /// the log as read (the whole log, or its newest 16 MiB when it grew past that).
     OperatorLog { message: String, line: usize },
     /// A status condition of the ScaledJob that is not `True` (`condition`: `Ready`).
     StatusCondition { condition: String, reason: String },

@@ -597,6 +597,56 @@ mod tests {
         assert!(!m.contains("'host="), "no backtick became a quote: {m}");
     }
 
+    /// The texts of every inline code span and code block of `md` as a GFM parser reads them.
+    fn code_texts(md: &str) -> Vec<String> {
+        use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+        let mut out = Vec::new();
+        let mut block: Option<String> = None;
+        for ev in Parser::new_ext(md, Options::ENABLE_TABLES) {
+            match ev {
+                Event::Code(c) => out.push(c.to_string()),
+                Event::Start(Tag::CodeBlock(_)) => block = Some(String::new()),
+                Event::Text(t) => {
+                    if let Some(b) = block.as_mut() {
+                        b.push_str(&t);
+                    }
+                }
+                Event::End(TagEnd::CodeBlock) => out.extend(block.take()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_markdown_parser_reads_error_texts_back_byte_for_byte() {
+        let texts = [
+            SEED_2_14_1.to_string(),
+            "``x`` | y".to_string(),
+            " padded ".to_string(),
+            "`edge`".to_string(),
+            "line one\n```\nline | three\n".to_string(),
+        ];
+        for text in texts {
+            let mut v = sample();
+            v[0].deciding_error.as_mut().unwrap().text = text.clone();
+            v[1].transient_errors[0].text = text.clone();
+            let got = code_texts(&markdown(&v));
+            let block = if text.ends_with('\n') {
+                text.clone()
+            } else {
+                format!("{text}\n")
+            };
+            assert!(got.contains(&block), "{text:?} not in the blocks {got:#?}");
+            if !text.contains('\n') {
+                assert!(
+                    got.contains(&text),
+                    "{text:?} not in the table's span {got:#?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn code_spans_follow_the_commonmark_rules() {
         assert_eq!(code_span("plain"), "`plain`");

@@ -475,6 +475,12 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_with_a_pipe_is_removed_from_markdown_table_cells() {
+        let s = Scrubber::new().with_secret("pw|with-a-pipe");
+        assert_eq!(s.scrub_str("| `pw\\|with-a-pipe` |"), "| `<redacted>` |");
+    }
+
+    #[test]
     fn passwords_inside_connection_strings_are_found() {
         assert_eq!(
             embedded_passwords("postgres://movies:p%40ss@h:5432/db?sslmode=require"),
