@@ -10,12 +10,12 @@ use keda_harness::report::Verdict;
 fn assert_passed(v: &Verdict) {
     assert!(
         v.passed,
-        "seed on KEDA {} failed: expected {}, observed {}; failed checks: {:#?}; first error: {:?}; diagnostics: {:?}",
+        "seed on KEDA {} failed: expected {}, observed {}; failed checks: {:#?}; deciding error: {:?}; diagnostics: {:?}",
         v.keda,
         v.expected,
         v.observed,
         v.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(),
-        v.first_error,
+        v.deciding_error,
         v.diagnostics
     );
 }
@@ -48,7 +48,11 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
     // user and database, and no Jobs.
     let old = by_version("2.14.1");
     assert_passed(old);
-    let err = old.first_error.as_deref().unwrap_or_default();
+    let err = old
+        .deciding_error
+        .as_ref()
+        .map(|e| e.text.as_str())
+        .unwrap_or_default();
     assert!(
         err.contains(
             "failed to connect to `host=postgres.postgres.database.azure.com user=movies-mi database=movies`: \
@@ -57,12 +61,27 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
         "{err}"
     );
     assert_eq!(old.observed, "scaler error, 0 jobs");
+    // The error that decided it is the event the expectation waited for, and says so.
+    assert!(
+        matches!(
+            old.deciding_error.as_ref().map(|d| &d.source),
+            Some(keda_harness::report::ErrorSource::Event { reason, .. }) if reason == "KEDAScalerFailed"
+        ),
+        "{:#?}",
+        old.deciding_error
+    );
 
     // The fixed versions: 3 rows with targetQueryValue 1 give 3 Jobs, 2 more rows give 5.
     for v in ["2.15.0", "2.20.2"] {
         let fixed = by_version(v);
         assert_passed(fixed);
         assert_eq!(fixed.observed, "5 jobs", "KEDA {v}");
+        // A pass that scales has no deciding error; whatever KEDA logged on the way is listed apart.
+        assert_eq!(
+            fixed.deciding_error, None,
+            "KEDA {v}: {:#?}",
+            fixed.transient_errors
+        );
     }
 
     // Reports are written in every format.

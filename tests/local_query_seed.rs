@@ -29,7 +29,17 @@ async fn the_customers_where_query_and_a_seed_sql_join_scale_on_2_15_0() {
     for v in &outcome.verdicts {
         assert_passed(v);
         // KEDA never failed to query: no `relation ... does not exist`, no scaler error at all.
-        assert_eq!(v.first_error, None, "{}: {:?}", v.scenario, v.first_error);
+        assert_eq!(
+            v.deciding_error, None,
+            "{}: {:?}",
+            v.scenario, v.deciding_error
+        );
+        assert!(
+            v.transient_errors.is_empty(),
+            "{}: {:?}",
+            v.scenario,
+            v.transient_errors
+        );
     }
     let by_name = |n: &str| {
         outcome
@@ -55,12 +65,12 @@ async fn the_customers_where_query_and_a_seed_sql_join_scale_on_2_15_0() {
 fn assert_passed(v: &keda_harness::report::Verdict) {
     assert!(
         v.passed,
-        "{}: expected {}, observed {}; failed checks: {:#?}; first error: {:?}; diagnostics: {:?}",
+        "{}: expected {}, observed {}; failed checks: {:#?}; deciding error: {:?}; diagnostics: {:?}",
         v.scenario,
         v.expected,
         v.observed,
         v.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(),
-        v.first_error,
+        v.deciding_error,
         v.diagnostics
     );
 }

@@ -7,9 +7,12 @@
 use std::time::{Duration, Instant};
 
 use crate::catalog::PgxErrorStyle;
-use crate::observe::{ObservedEvent, ScaledJobObserver};
+use crate::observe::{
+    condition_errors, event_errors, operator_log_errors, ObservedEvent, ScaledJobObserver,
+};
 use crate::process::{wait_until, Poll};
-use crate::report::Check;
+use crate::report::deciding::{explain, Decision, SeenError};
+use crate::report::{Check, DecidingError, TransientError};
 use crate::scenario::{Expectation, JobsExpectation, Outcome, Scenario};
 
 /// The event KEDA's scale handler records when a scaler fails.
@@ -27,6 +30,11 @@ pub trait ScenarioWorld {
     /// The value the trigger's query returns as seeded (with seed SQL, read from the database), or why there is
     /// none.
     fn seeded_rows(&self) -> impl std::future::Future<Output = Result<u64, String>> + Send;
+    /// The KEDA operator's log so far (where its ERROR lines carry errors no event shows); empty when the
+    /// backend cannot read it.
+    fn operator_log(&self) -> String {
+        String::new()
+    }
 }
 
 /// The outcome of evaluating one expectation.
@@ -35,12 +43,27 @@ pub struct Evaluation {
     pub expected: String,
     pub observed: String,
     pub checks: Vec<Check>,
-    pub first_error: Option<String>,
+    /// Every error seen in the run: Warning events, the ScaledJob's `Ready` condition when not true, ERROR
+    /// lines of the operator log; in that order.
+    pub errors: Vec<SeenError>,
+    /// The `KEDAScalerFailed` event that matched a `scaler-error` expectation.
+    pub matched: Option<SeenError>,
 }
 
 impl Evaluation {
     pub fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The deciding error and the transient ones ([`crate::report::deciding`]), for the final verdict
+    /// `passed` (a backend may fail a run whose expectation held, e.g. when the operator exited).
+    pub fn explain(&self, passed: bool) -> (Option<DecidingError>, Vec<TransientError>) {
+        let decision = match (passed, &self.matched) {
+            (true, Some(m)) => Decision::PassedScalerError { matched: m },
+            (true, None) => Decision::PassedScaling,
+            (false, _) => Decision::Failed,
+        };
+        explain(&self.errors, decision)
     }
 }
 
@@ -167,7 +190,7 @@ pub async fn evaluate<W: ScenarioWorld>(
     let expected = describe_for_rows(expectation, scenario, seeded.as_ref().ok().copied());
     let obs = world.observer();
     let mut checks = Vec::new();
-    let mut first_error = None;
+    let mut matched = None;
     let tick = Duration::from_millis(500);
     let rows = match seeded {
         Ok(n) => n,
@@ -180,7 +203,8 @@ pub async fn evaluate<W: ScenarioWorld>(
                     passed: false,
                     detail: why,
                 }],
-                first_error: None,
+                errors: errors_seen(world).await,
+                matched: None,
             }
         }
         // No expectation here counts from rows.
@@ -220,7 +244,7 @@ pub async fn evaluate<W: ScenarioWorld>(
             .await;
             match &found {
                 Ok(ev) => {
-                    first_error = Some(ev.message.clone());
+                    matched = event_errors(std::slice::from_ref(ev)).into_iter().next();
                     checks.push(Check {
                         name: format!(
                             "{SCALER_FAILED} event carries `{}` in pgx format",
@@ -274,7 +298,6 @@ pub async fn evaluate<W: ScenarioWorld>(
             let mut total_rows = rows;
             let mut last_count = reach_and_hold(obs, want, timing, &mut checks).await;
             let events = obs.events().await.unwrap_or_default();
-            first_error = scaler_failures(&events).first().map(|e| e.message.clone());
             let created = events.iter().find(|e| e.reason == JOBS_CREATED);
             checks.push(Check {
                 name: format!("{JOBS_CREATED} event"),
@@ -319,8 +342,28 @@ pub async fn evaluate<W: ScenarioWorld>(
         expected,
         observed,
         checks,
-        first_error,
+        errors: errors_seen(world).await,
+        matched,
     }
+}
+
+/// Every error the run shows, read once at the end: events, the ScaledJob's conditions, the operator log.
+/// A source that cannot be read adds nothing (its failure is not an error of KEDA's).
+async fn errors_seen<W: ScenarioWorld>(world: &W) -> Vec<SeenError> {
+    let obs = world.observer();
+    let mut errors = match obs.events().await {
+        Ok(events) => event_errors(&events),
+        Err(e) => {
+            tracing::debug!(error = %e, "listing events for the verdict's errors failed");
+            vec![]
+        }
+    };
+    match obs.conditions().await {
+        Ok(c) => errors.extend(condition_errors(&c)),
+        Err(e) => tracing::debug!(error = %e, "reading the ScaledJob's conditions failed"),
+    }
+    errors.extend(operator_log_errors(&world.operator_log()));
+    errors
 }
 
 /// Wait for `want` Jobs, then watch one more polling interval that KEDA does not create more.

@@ -8,6 +8,13 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
 use serde::Serialize;
 
+use crate::report::deciding::{error_key, ErrorSource, SeenError};
+
+/// Lines longer than this are cut before they are parsed (a log line is not a place for megabytes).
+const MAX_LOG_LINE: usize = 64 * 1024;
+/// Distinct error texts kept from one operator log; the rest are counted into the last one seen.
+const MAX_DISTINCT_LOG_ERRORS: usize = 200;
+
 /// An event about the ScaledJob, from either events API (KEDA moved to events.k8s.io in 2.20.0).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ObservedEvent {
@@ -111,5 +118,212 @@ impl ScaledJobObserver {
                 (s("type"), s("status"), s("reason"), s("message"))
             })
             .collect())
+    }
+}
+
+/// The errors of a KEDA operator log as the harness starts it (`--zap-encoder=console`: fields separated by
+/// tabs, `TIME\tERROR\t[LOGGER\t]MESSAGE\t{JSON}`, stack traces on the lines after). Each ERROR line gives
+/// its JSON `error` field (controller-runtime's `logger.Error(err, msg)` puts `err` there), or the message
+/// when there is none; equal errors ([`error_key`]) are counted, in the order first seen. Lines that are not zap ERROR lines
+/// (stack traces, klog, garbage) are skipped, overlong lines are cut at a character boundary.
+pub fn operator_log_errors(log: &str) -> Vec<SeenError> {
+    let mut out: Vec<SeenError> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    for (i, raw) in log.lines().enumerate() {
+        let line = cut(raw, MAX_LOG_LINE);
+        let fields: Vec<&str> = line.split('\t').collect();
+        let Some(level_at) = fields.iter().position(|f| *f == "ERROR") else {
+            continue;
+        };
+        // The level is the second field (after the timestamp); an `ERROR` deeper in is just text.
+        if level_at != 1 {
+            continue;
+        }
+        let rest = &fields[level_at + 1..];
+        let (message, json) = match rest.last() {
+            Some(last) if last.starts_with('{') && rest.len() >= 2 => (
+                rest[rest.len() - 2],
+                serde_json::from_str::<serde_json::Value>(last).ok(),
+            ),
+            Some(last) => (*last, None),
+            None => continue,
+        };
+        let text = json
+            .as_ref()
+            .and_then(|j| j.get("error"))
+            .and_then(|e| e.as_str())
+            .unwrap_or(message)
+            .to_string();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let key = error_key(&text);
+        match keys.iter().position(|k| *k == key) {
+            Some(at) => out[at].count += 1,
+            None if out.len() >= MAX_DISTINCT_LOG_ERRORS => {
+                if let Some(last) = out.last_mut() {
+                    last.count += 1;
+                }
+            }
+            None => {
+                keys.push(key);
+                out.push(SeenError::new(
+                    text,
+                    ErrorSource::OperatorLog {
+                        message: message.to_string(),
+                        line: i + 1,
+                    },
+                ))
+            }
+        }
+    }
+    out
+}
+
+/// The Warning events among `events`, as errors (with the event's count).
+pub fn event_errors(events: &[ObservedEvent]) -> Vec<SeenError> {
+    events
+        .iter()
+        .filter(|e| e.type_ == "Warning" && !e.message.trim().is_empty())
+        .map(|e| SeenError {
+            text: e.message.clone(),
+            source: ErrorSource::Event {
+                reason: e.reason.clone(),
+                reporter: e.reporter.clone(),
+            },
+            count: e.count.max(1) as u64,
+        })
+        .collect()
+}
+
+/// The `Ready` condition when it is `False` or `Unknown` with a message, as an error: KEDA writes there why
+/// the ScaledJob is not ready (controllers/keda/scaledjob_controller.go, pkg/scaling/executor/scale_jobs.go).
+/// `Active`, `Fallback` and `Paused` being `False` is health, not an error.
+pub fn condition_errors(conditions: &[(String, String, String, String)]) -> Vec<SeenError> {
+    conditions
+        .iter()
+        .filter(|(type_, status, _, message)| {
+            type_ == "Ready" && status != "True" && !message.trim().is_empty()
+        })
+        .map(|(type_, _, reason, message)| {
+            SeenError::new(
+                message.clone(),
+                ErrorSource::StatusCondition {
+                    condition: type_.clone(),
+                    reason: reason.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as KEDA's operator writes them with `--zap-encoder=console --zap-time-encoding=rfc3339`
+    /// (controller-runtime's zap logger: time, level, logger name, message, JSON fields, then the stack
+    /// trace); the messages are KEDA's own (`Error getting scalers`, `Failed to ensure ScaledJob is correctly
+    /// created` in controllers/keda/scaledjob_controller.go; `Reconciler error` in controller-runtime's
+    /// internal/controller/controller.go).
+    const LOG: &str = "2026-12-02T05:00:01Z\tINFO\tReconciling ScaledJob\t{\"controller\": \"scaledjob\"}\n\
+2026-12-02T05:00:02Z\tERROR\tError getting scalers\t{\"controller\": \"scaledjob\", \"error\": \"error establishing postgreSQL connection: AADSTS700213: No matching federated identity record found\"}\n\
+github.com/kedacore/keda/v2/controllers/keda.(*ScaledJobReconciler).reconcileScaledJob\n\
+\t/workspace/controllers/keda/scaledjob_controller.go:215\n\
+2026-12-02T05:00:02Z\tERROR\tReconciler error\t{\"controller\": \"scaledjob\", \"error\": \"error establishing postgreSQL connection: AADSTS700213: No matching federated identity record found\"}\n\
+2026-12-02T05:00:09Z\tERROR\tscaleexecutor\tFailed to create new job\n\
+2026-12-02T05:00:10Z\tINFO\tnot an ERROR\t{\"error\": \"ignored\"}\n\
+garbage\tERROR\n\
+2026-12-02T05:00:11Z\tERROR\tReconciler error\t{\"error\": \"context canceled\"}\n";
+
+    #[test]
+    fn errors_are_read_from_zap_console_lines() {
+        let errs = operator_log_errors(LOG);
+        let got: Vec<(&str, u64, String)> = errs
+            .iter()
+            .map(|e| (e.text.as_str(), e.count, e.source.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "error establishing postgreSQL connection: AADSTS700213: No matching federated identity record found",
+                    2,
+                    "operator log line 2 (Error getting scalers)".to_string()
+                ),
+                (
+                    "Failed to create new job",
+                    1,
+                    "operator log line 6 (Failed to create new job)".to_string()
+                ),
+                (
+                    "context canceled",
+                    1,
+                    "operator log line 9 (Reconciler error)".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_logs_give_no_panic_and_bounded_output() {
+        let long = format!(
+            "t\tERROR\tm\t{{\"error\": \"{}\"}}",
+            "é".repeat(MAX_LOG_LINE)
+        );
+        let errs = operator_log_errors(&long);
+        // Cut mid-JSON: the message stands in for the unparsable fields.
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].text, "m");
+        let many: String = (0..1000)
+            .map(|i| format!("t\tERROR\terror {i}\n"))
+            .collect();
+        let errs = operator_log_errors(&many);
+        assert_eq!(errs.len(), MAX_DISTINCT_LOG_ERRORS);
+        assert_eq!(errs.iter().map(|e| e.count).sum::<u64>(), 1000);
+        assert!(operator_log_errors("\0\t\t\tERROR\t\n\tERROR\t").is_empty());
+    }
+
+    #[test]
+    fn only_unhealthy_conditions_with_a_message_are_errors() {
+        let c = |t: &str, s: &str, r: &str, m: &str| (t.into(), s.into(), r.into(), m.into());
+        let conds = vec![
+            c(
+                "Ready",
+                "False",
+                "ScaledJobCheckFailed",
+                "Failed to ensure ScaledJob is correctly created",
+            ),
+            c(
+                "Active",
+                "Unknown",
+                "UnknownState",
+                "ScaledJob check failed",
+            ),
+            c(
+                "Ready",
+                "True",
+                "ScaledJobReady",
+                "ScaledJob is defined correctly and is ready for scaling",
+            ),
+            c("Fallback", "Unknown", "", ""),
+        ];
+        let errs = condition_errors(&conds);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(
+            errs[0].source.to_string(),
+            "ScaledJob status condition Ready (ScaledJobCheckFailed)"
+        );
     }
 }

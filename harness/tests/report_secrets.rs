@@ -11,7 +11,9 @@ use std::path::Path;
 use base64::Engine as _;
 use keda_harness::matrix::{scrubber_for, write_report};
 use keda_harness::report::scrub::files_under;
-use keda_harness::report::{claim_bundle_dir, Check, Scrubber, Verdict};
+use keda_harness::report::{
+    claim_bundle_dir, Check, DecidingError, ErrorSource, Scrubber, TransientError, Verdict,
+};
 use keda_harness::scenario::{redact, redact_object_value, Scenario, REDACTED};
 
 const ENV_CANARY: &str = "canary-env-value-7c1e";
@@ -207,10 +209,36 @@ fn verdict(scenario: &Scenario, bundle: &Path) -> Verdict {
         expected: "3 jobs".into(),
         observed: "0 jobs".into(),
         passed: false,
-        first_error: Some(format!(
-            "error establishing postgreSQL connection: failed to connect to `host=h user=movies-mi`: {DATA_CANARY} \"{STRING_DATA_CANARY}\" <&>"
-        )),
-        hint: None,
+        deciding_error: Some(DecidingError {
+            text: format!(
+                "error establishing postgreSQL connection: failed to connect to `host=h user=movies-mi`: {DATA_CANARY} \"{STRING_DATA_CANARY}\" <&> | {JWT}"
+            ),
+            // A log line's message can carry its error (`Found error pinging postgreSQL: %s`).
+            source: ErrorSource::OperatorLog {
+                message: format!("Found error pinging postgreSQL: password={DATA_CANARY}"),
+                line: 12,
+            },
+            count: 1,
+        }),
+        transient_errors: vec![
+            TransientError {
+                text: format!("context canceled; connection postgres://movies:{DB_URL_CANARY}@host | {ENV_CANARY}"),
+                source: ErrorSource::Event {
+                    reason: "KEDAScalerFailed".into(),
+                    reporter: format!("token {JWT}"),
+                },
+                count: 3,
+            },
+            TransientError {
+                text: format!("`{STRING_DATA_CANARY}`"),
+                source: ErrorSource::StatusCondition {
+                    condition: "Ready".into(),
+                    reason: format!("x{DATA_CANARY}"),
+                },
+                count: 1,
+            },
+        ],
+        hint: Some(format!("rotate {STRING_DATA_CANARY}")),
         seconds: 12.5,
         checks: vec![Check {
             name: "operator still running".into(),
@@ -281,6 +309,25 @@ fn no_canary_survives_in_the_report_dir() {
         json.contains("error establishing postgreSQL connection") && json.contains(REDACTED),
         "{json}"
     );
+    // The new fields are there, with the secrets gone and the rest readable.
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed[0]["transient_errors"][0]["count"], 3, "{json}");
+    assert!(
+        parsed[0]["transient_errors"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("context canceled"),
+        "{json}"
+    );
+    assert_eq!(
+        parsed[0]["deciding_error"]["source"]["kind"], "operator_log",
+        "{json}"
+    );
+    let md = std::fs::read_to_string(report.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains("Transient errors, not deciding (4 in all)"),
+        "{md}"
+    );
     let log = std::fs::read_to_string(bundle.join("keda-operator.log")).unwrap();
     assert!(
         log.contains("failed to connect") && log.matches(REDACTED).count() >= 5,
@@ -312,7 +359,11 @@ fn report_write_scrubs_jwts_even_without_a_scenario() {
     let (_d, scenario) = fixture();
     let report = tempfile::tempdir().unwrap();
     let mut v = verdict(&scenario, report.path());
-    v.first_error = Some(format!("token {JWT} refused"));
+    v.deciding_error = Some(DecidingError {
+        text: format!("token {JWT} refused"),
+        source: ErrorSource::Harness,
+        count: 1,
+    });
     keda_harness::report::write(report.path(), &[v]).unwrap();
     for f in files_under(report.path()).unwrap() {
         let text = std::fs::read_to_string(&f).unwrap();

@@ -72,14 +72,14 @@ fn a_pgpass_canary_and_user_proxy_variables_change_nothing() {
     let verdicts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("verdicts.json")).unwrap())
             .unwrap();
-    let first_error = verdicts[0]["first_error"]
+    let deciding_error = verdicts[0]["deciding_error"]["text"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     // The customer's text (kedacore/keda#6654), not `password authentication failed` for a canary.
     assert!(
-        first_error.contains("empty password returned by client"),
-        "the verdict must still show the customer's error: {first_error}"
+        deciding_error.contains("empty password returned by client"),
+        "the verdict must still show the customer's error: {deciding_error}"
     );
 
     // What the front decided, connection by connection: empty passwords only, never a password it rejected.

@@ -27,7 +27,7 @@ use serde_yaml::Value;
 
 pub use crate::scenario::REDACTED;
 
-use super::Verdict;
+use super::{ErrorSource, Verdict};
 
 /// Env values shorter than this are not scrubbed from free text: the typed rules already hide them in
 /// objects, and values like `true`, `8080` or `prod` would blank out every log line that happens to
@@ -206,18 +206,39 @@ impl Scrubber {
         }
     }
 
-    /// Scrub every text of a verdict in place: check names and details (operator log tails), the first
-    /// error, expected/observed and the manifest changes.
+    /// Scrub every text of a verdict in place: check names and details (operator log tails), the deciding
+    /// error and the transient errors (texts and sources: a log line's message can carry its error),
+    /// expected/observed, the hint and the manifest changes.
     pub fn scrub_verdict(&self, v: &mut Verdict) {
         let s = |t: &mut String| {
             if let Cow::Owned(o) = self.scrub_str(t) {
                 *t = o;
             }
         };
+        let source = |src: &mut ErrorSource| match src {
+            ErrorSource::Event { reason, reporter } => {
+                s(reason);
+                s(reporter);
+            }
+            ErrorSource::OperatorLog { message, .. } => s(message),
+            ErrorSource::StatusCondition { condition, reason } => {
+                s(condition);
+                s(reason);
+            }
+            ErrorSource::Harness => {}
+        };
         s(&mut v.expected);
         s(&mut v.observed);
-        if let Some(e) = v.first_error.as_mut() {
-            s(e);
+        if let Some(e) = v.deciding_error.as_mut() {
+            s(&mut e.text);
+            source(&mut e.source);
+        }
+        for t in &mut v.transient_errors {
+            s(&mut t.text);
+            source(&mut t.source);
+        }
+        if let Some(h) = v.hint.as_mut() {
+            s(h);
         }
         for c in &mut v.checks {
             s(&mut c.name);
@@ -284,8 +305,8 @@ fn scalar_text(v: &Value) -> Option<String> {
 }
 
 /// The forms a secret takes in what the harness writes: as is, JSON-escaped (verdicts.json, journals),
-/// XML-escaped (junit.xml), with backticks replaced (summary.md), Debug-escaped (egress journal), and each
-/// long line of a multi-line value (YAML block scalars).
+/// XML-escaped (junit.xml: attributes escape quotes, text only `<>&`), with `|` escaped (summary.md's table
+/// cells), Debug-escaped (egress journal), and each long line of a multi-line value (YAML block scalars).
 fn variants(value: &[u8], with_lines: bool) -> Vec<Vec<u8>> {
     let mut out = vec![value.to_vec()];
     if let Ok(s) = std::str::from_utf8(value) {
@@ -295,7 +316,13 @@ fn variants(value: &[u8], with_lines: bool) -> Vec<Vec<u8>> {
         let dbg = format!("{s:?}");
         out.push(dbg.as_bytes()[1..dbg.len() - 1].to_vec());
         out.push(super::xml_escape(s).into_bytes());
-        out.push(s.replace('`', "'").into_bytes());
+        out.push(
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .into_bytes(),
+        );
+        out.push(s.replace('|', "\\|").into_bytes());
         if with_lines && s.contains('\n') {
             for line in s.lines().map(str::trim) {
                 if line.len() >= MIN_SECRET_LINE_LEN {
@@ -445,6 +472,12 @@ mod tests {
             );
             assert!(!out.contains("w&lt;&amp;"), "{f:?} -> {out:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_with_a_pipe_is_removed_from_markdown_table_cells() {
+        let s = Scrubber::new().with_secret("pw|with-a-pipe");
+        assert_eq!(s.scrub_str("| `pw\\|with-a-pipe` |"), "| `<redacted>` |");
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub async fn run(
     )
     .await;
     let passed = eval.passed() && world.operator_alive();
+    let (deciding_error, transient_errors) = eval.explain(passed);
     let mut checks = eval.checks;
     let refused = world.refused_destinations();
     checks.push(crate::report::Check {
@@ -106,7 +107,8 @@ pub async fn run(
         expected: eval.expected,
         observed: eval.observed,
         passed,
-        first_error: eval.first_error,
+        deciding_error,
+        transient_errors,
         hint: expectation.hint.clone(),
         seconds: started.elapsed().as_secs_f64(),
         checks,

@@ -428,7 +428,15 @@ impl ScenarioWorld for LocalWorld {
     async fn seeded_rows(&self) -> Result<u64, String> {
         self.data.rows().await
     }
+
+    fn operator_log(&self) -> String {
+        self.operator.log_tail(OPERATOR_LOG_FOR_ERRORS)
+    }
 }
+
+/// How much of the operator's log is read for a verdict's errors: a run of a minute writes well under a
+/// megabyte; a log grown past this keeps its newest part.
+const OPERATOR_LOG_FOR_ERRORS: u64 = 16 * 1024 * 1024;
 
 fn write_token(path: &PathBuf, token: &str) -> anyhow::Result<()> {
     // Write then rename: azidentity may read the file at any moment.
