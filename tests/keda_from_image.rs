@@ -26,6 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keda_harness::catalog::Catalog;
+use keda_harness::control_plane::build::{ETCD_VERSION, KUBERNETES_VERSION};
 use keda_harness::images::{
     self, BinaryOrigin, ImageError, ImageOptions, IMAGE_CACHE_ENV,
     REGISTRY_OVERRIDE_ENV,
@@ -146,12 +147,67 @@ fn layer(files: &[(&str, &[u8], u32)], dirs: &[&str]) -> (Vec<u8>, String) {
     (gz.finish().unwrap(), diff_id)
 }
 
-/// Push one platform image (base layer + `keda` layer) and return (manifest digest, manifest size).
+/// One release image as its publisher's Dockerfile lays it out.
+struct ImageShape {
+    repository: &'static str,
+    tag: String,
+    /// The binary's path from the image root.
+    binary: &'static str,
+    /// Folders the binary's layer creates above it.
+    dirs: &'static [&'static str],
+    user: &'static str,
+    entrypoint: Option<&'static [&'static str]>,
+    created_by: &'static str,
+}
+
+/// KEDA's operator image (the v2.15.0 Dockerfile quoted at the top).
+fn keda_shape() -> ImageShape {
+    ImageShape {
+        repository: "kedacore/keda",
+        tag: VERSION.into(),
+        binary: "keda",
+        dirs: &[],
+        user: "65532:65532",
+        entrypoint: Some(&["/keda", "--zap-log-level=info", "--zap-encoder=console"]),
+        created_by: "COPY /workspace/bin/keda . # buildkit",
+    }
+}
+
+/// registry.k8s.io/kube-apiserver (kubernetes build/server-image/kube-apiserver/Dockerfile:
+/// `COPY --from=0 /set_cap_binary /usr/local/bin/${BINARY}` on the go-runner base, whose entrypoint is /go-runner).
+fn kube_apiserver_shape() -> ImageShape {
+    ImageShape {
+        repository: "kube-apiserver",
+        tag: KUBERNETES_VERSION.into(),
+        binary: "usr/local/bin/kube-apiserver",
+        dirs: &["usr", "usr/local", "usr/local/bin"],
+        user: "",
+        entrypoint: Some(&["/go-runner"]),
+        created_by: "COPY /set_cap_binary /usr/local/bin/kube-apiserver # buildkit",
+    }
+}
+
+/// registry.k8s.io/etcd (kubernetes cluster/images/etcd/Dockerfile: `COPY etcd* etcdctl* /usr/local/bin/`, no
+/// entrypoint: kubeadm's manifest names the command).
+fn etcd_shape() -> ImageShape {
+    ImageShape {
+        repository: "etcd",
+        tag: format!("{}-0", ETCD_VERSION.trim_start_matches('v')),
+        binary: "usr/local/bin/etcd",
+        dirs: &["usr", "usr/local", "usr/local/bin"],
+        user: "",
+        entrypoint: None,
+        created_by: "COPY etcd* etcdctl* /usr/local/bin/ # buildkit",
+    }
+}
+
+/// Push one platform image (base layer + the binary's layer) and return (manifest digest, manifest size).
 async fn push_platform_image(
     client: &oci_client::Client,
     registry: &str,
+    shape: &ImageShape,
     arch: &str,
-    keda: &[u8],
+    binary: &[u8],
 ) -> (String, i64) {
     // Stand-in for gcr.io/distroless/static:nonroot: its nonroot user (uid/gid 65532) and home.
     let (base, base_diff) = layer(
@@ -161,49 +217,41 @@ async fn push_platform_image(
                 b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
                 0o644,
             ),
-            (
-                "etc/group",
-                b"root:x:0:\nnonroot:x:65532:\n",
-                0o644,
-            ),
+            ("etc/group", b"root:x:0:\nnonroot:x:65532:\n", 0o644),
         ],
         &["etc", "home", "home/nonroot", "tmp"],
     );
-    // `COPY --from=builder /workspace/bin/keda .` into WORKDIR /.
-    let (operator, operator_diff) = layer(&[("keda", keda, 0o755)], &[]);
+    let (app, app_diff) = layer(&[(shape.binary, binary, 0o755)], shape.dirs);
     let config = serde_json::json!({
         "architecture": arch,
         "os": "linux",
         "config": {
-            "User": "65532:65532",
+            "User": shape.user,
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
-            "Entrypoint": ["/keda", "--zap-log-level=info", "--zap-encoder=console"],
+            "Entrypoint": shape.entrypoint,
             "WorkingDir": "/",
         },
-        "rootfs": {"type": "layers", "diff_ids": [base_diff, operator_diff]},
+        "rootfs": {"type": "layers", "diff_ids": [base_diff, app_diff]},
         "history": [
             {"created_by": "distroless static:nonroot (stand-in)"},
-            {"created_by": "WORKDIR /", "empty_layer": true},
-            {"created_by": "COPY /workspace/bin/keda . # buildkit"},
-            {"created_by": "USER 65532:65532", "empty_layer": true},
-            {"created_by": "ENTRYPOINT [\"/keda\" \"--zap-log-level=info\" \"--zap-encoder=console\"]", "empty_layer": true},
+            {"created_by": shape.created_by},
         ],
     });
     let layers = vec![
         ImageLayer::new(base, IMAGE_LAYER_GZIP_MEDIA_TYPE.to_string(), None),
-        ImageLayer::new(operator, IMAGE_LAYER_GZIP_MEDIA_TYPE.to_string(), None),
+        ImageLayer::new(app, IMAGE_LAYER_GZIP_MEDIA_TYPE.to_string(), None),
     ];
     let config = Config::oci_v1(serde_json::to_vec(&config).unwrap(), None);
     let tag_ref = Reference::with_tag(
         registry.to_string(),
-        "kedacore/keda".into(),
-        format!("{VERSION}-linux-{arch}"),
+        shape.repository.into(),
+        format!("{}-linux-{arch}", shape.tag),
     );
     client
         .push(&tag_ref, &layers, config, &RegistryAuth::Anonymous, None)
         .await
-        .unwrap_or_else(|e| panic!("push {arch}: {e}"));
+        .unwrap_or_else(|e| panic!("push {} {arch}: {e}", shape.repository));
     let (bytes, digest) = client
         .pull_manifest_raw(&tag_ref, &RegistryAuth::Anonymous, &[OCI_IMAGE_MEDIA_TYPE])
         .await
@@ -211,10 +259,14 @@ async fn push_platform_image(
     (digest, bytes.len() as i64)
 }
 
-/// The release image's shape: an OCI index of linux/amd64 (the real operator) and linux/arm64 (not it),
-/// tagged `2.15.0`. Returns (index digest, amd64 manifest digest).
-async fn push_release_image(registry: &str, operator: &[u8]) -> (String, String) {
-    let reference = Reference::with_tag(registry.to_string(), "kedacore/keda".into(), VERSION.into());
+/// A release image's shape: an OCI index of linux/amd64 (the real binary) and linux/arm64 (not it), under
+/// the release tag. Returns (index digest, amd64 manifest digest).
+async fn push_release_image(registry: &str, shape: &ImageShape, binary: &[u8]) -> (String, String) {
+    let reference = Reference::with_tag(
+        registry.to_string(),
+        shape.repository.into(),
+        shape.tag.clone(),
+    );
     let opts = ImageOptions {
         registry_override: None,
         cache_root: PathBuf::from("/nonexistent"),
@@ -222,9 +274,15 @@ async fn push_release_image(registry: &str, operator: &[u8]) -> (String, String)
         read_timeout: Duration::from_secs(60),
     };
     let client = images::client_for(&reference, &opts).unwrap();
-    let (amd64, amd64_size) = push_platform_image(&client, registry, "amd64", operator).await;
-    let (arm64, arm64_size) =
-        push_platform_image(&client, registry, "arm64", b"#!/bin/false not the amd64 operator\n").await;
+    let (amd64, amd64_size) = push_platform_image(&client, registry, shape, "amd64", binary).await;
+    let (arm64, arm64_size) = push_platform_image(
+        &client,
+        registry,
+        shape,
+        "arm64",
+        b"#!/bin/false not the amd64 binary\n",
+    )
+    .await;
     let entry = |digest: String, size: i64, arch: Arch| ImageIndexEntry {
         media_type: OCI_IMAGE_MEDIA_TYPE.to_string(),
         digest,
@@ -238,6 +296,7 @@ async fn push_release_image(registry: &str, operator: &[u8]) -> (String, String)
             features: None,
         }),
         annotations: None,
+        artifact_type: None,
     };
     let index = OciImageIndex {
         schema_version: 2,
@@ -275,7 +334,7 @@ fn options(registry: &str, cache: &Path) -> ImageOptions {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn seed_runs_on_the_operator_from_its_image_and_a_tampered_blob_is_refused() {
+async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampered_blob_is_refused() {
     if !prereq::require_local_backend()
         || !prereq::require(Tier::Registry, || {
             prereq::on_path(
@@ -294,7 +353,8 @@ async fn seed_runs_on_the_operator_from_its_image_and_a_tampered_blob_is_refused
 
     let registry = LocalRegistry::start().await;
     let t = Instant::now();
-    let (index_digest, amd64_digest) = push_release_image(&registry.addr, &operator).await;
+    let (index_digest, amd64_digest) =
+        push_release_image(&registry.addr, &keda_shape(), &operator).await;
     eprintln!(
         "pushed {}/kedacore/keda:{VERSION} ({index_digest}) in {:.1} s",
         registry.addr,
@@ -323,6 +383,41 @@ async fn seed_runs_on_the_operator_from_its_image_and_a_tampered_blob_is_refused
     // linux/amd64 was taken, and the bytes are the operator's.
     assert_eq!(file_sha256(&cold.path), sha256(&operator));
 
+    // kube-apiserver and etcd from their (module-built, release-shaped) images too.
+    let cp_module = tokio::task::spawn_blocking(keda_harness::control_plane::build::ensure_built)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let apiserver_bytes = std::fs::read(&cp_module.kube_apiserver).unwrap();
+    let etcd_bytes = std::fs::read(&cp_module.etcd).unwrap();
+    let t = Instant::now();
+    let (apiserver_index, _) =
+        push_release_image(&registry.addr, &kube_apiserver_shape(), &apiserver_bytes).await;
+    push_release_image(&registry.addr, &etcd_shape(), &etcd_bytes).await;
+    eprintln!("pushed kube-apiserver and etcd in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let cp = keda_harness::control_plane::image::obtain(images::BinarySource::Image, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "pull + digest check + extract of kube-apiserver and etcd: cold {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(file_sha256(&cp.kube_apiserver), sha256(&apiserver_bytes));
+    assert_eq!(file_sha256(&cp.etcd), sha256(&etcd_bytes));
+    match &cp.kube_apiserver_origin {
+        BinaryOrigin::Image {
+            reference, digest, ..
+        } => {
+            assert_eq!(
+                reference,
+                &format!("{}/kube-apiserver:{KUBERNETES_VERSION}", registry.addr)
+            );
+            assert_eq!(digest, &apiserver_index);
+        }
+        other => panic!("kube-apiserver should come from its image: {other:?}"),
+    }
+
     // `auto` takes the image when the registry answers, and builds when it does not (a closed loopback port).
     let auto = KedaRelease::obtain(&entry, KedaSource::Auto, &BuildOptions::default(), &opts)
         .await
@@ -348,16 +443,18 @@ async fn seed_runs_on_the_operator_from_its_image_and_a_tampered_blob_is_refused
     // The seed scenario through `matrix`'s own code path with the image source.
     std::env::set_var(REGISTRY_OVERRIDE_ENV, &registry.addr);
     std::env::set_var(IMAGE_CACHE_ENV, cache.path());
-    let plan = |source| MatrixPlan {
+    let plan = |control_plane_source| MatrixPlan {
         scenarios: vec!["seed".into()],
         versions: vec![VERSION.into()],
         parallel: false,
         report_dir: None,
         always_diagnose: false,
-        keda_source: source,
-        control_plane_source: images::BinarySource::Module,
+        keda_source: KedaSource::Image,
+        control_plane_source,
     };
-    let outcome = run_local(&plan(KedaSource::Image)).await.expect("the run");
+    let outcome = run_local(&plan(images::BinarySource::Image))
+        .await
+        .expect("the run");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
     let v = &outcome.verdicts[0];
     assert!(
@@ -404,6 +501,7 @@ async fn seed_runs_on_the_operator_from_its_image_and_a_tampered_blob_is_refused
         other => panic!("expected a digest mismatch, got: {other}"),
     }
     let text = err.to_string();
+    eprintln!("the harness refused the tampered image: {text}");
     assert!(
         text.contains(&layer_digest) && text.contains(&tampered_digest),
         "{text}"
@@ -417,7 +515,7 @@ async fn seed_runs_on_the_operator_from_its_image_and_a_tampered_blob_is_refused
 
     // And the run refuses before anything starts.
     std::env::set_var(IMAGE_CACHE_ENV, fresh.path());
-    let err = match run_local(&plan(KedaSource::Image)).await {
+    let err = match run_local(&plan(images::BinarySource::Module)).await {
         Ok(o) => panic!("the run should refuse a tampered image, got {:?}", o.verdicts),
         Err(e) => format!("{e:#}"),
     };
