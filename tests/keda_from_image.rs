@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 use keda_harness::catalog::Catalog;
 use keda_harness::control_plane::build::{ETCD_VERSION, KUBERNETES_VERSION};
 use keda_harness::images::{
-    self, BinaryOrigin, ImageError, ImageOptions, IMAGE_CACHE_ENV,
-    REGISTRY_OVERRIDE_ENV,
+    self, BinaryOrigin, ImageError, ImageOptions, IMAGE_CACHE_ENV, REGISTRY_OVERRIDE_ENV,
 };
 use keda_harness::keda::{operator_image, BuildOptions, KedaRelease, KedaSource};
 use keda_harness::lifecycle::TrackedDir;
@@ -86,7 +85,10 @@ impl LocalRegistry {
                 }
             }
             if let Some(status) = child.exit_status() {
-                panic!("docker-registry exited ({status}): {}", child.log_tail(4000));
+                panic!(
+                    "docker-registry exited ({status}): {}",
+                    child.log_tail(4000)
+                );
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -334,7 +336,8 @@ fn options(registry: &str, cache: &Path) -> ImageOptions {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampered_blob_is_refused() {
+async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampered_blob_is_refused()
+{
     if !prereq::require_local_backend()
         || !prereq::require(Tier::Registry, || {
             prereq::on_path(
@@ -348,7 +351,8 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
     let catalog = Catalog::load().unwrap();
     let entry = catalog.get(VERSION).unwrap().clone();
     // The module-built operator is what the test image carries (built or cached like every local run).
-    let module = KedaRelease::build(&entry, &BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let module =
+        KedaRelease::build(&entry, &BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let operator = std::fs::read(module.operator_binary()).unwrap();
 
     let registry = LocalRegistry::start().await;
@@ -365,7 +369,9 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
     let cache = TrackedDir::new("keda-harness-image-cache-").unwrap();
     let opts = options(&registry.addr, cache.path());
     let binary = operator_image(&entry);
-    let cold = images::pull_binary(&binary, &opts).await.unwrap_or_else(|e| panic!("{e}"));
+    let cold = images::pull_binary(&binary, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let warm = images::pull_binary(&binary, &opts).await.unwrap();
     eprintln!(
         "pull + digest check + extract of the operator: cold {:.2} s ({} layer bytes), warm {:.3} s",
@@ -394,7 +400,10 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
     let (apiserver_index, _) =
         push_release_image(&registry.addr, &kube_apiserver_shape(), &apiserver_bytes).await;
     push_release_image(&registry.addr, &etcd_shape(), &etcd_bytes).await;
-    eprintln!("pushed kube-apiserver and etcd in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "pushed kube-apiserver and etcd in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let cp = keda_harness::control_plane::image::obtain(images::BinarySource::Image, &opts)
         .await
@@ -423,7 +432,10 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
         .await
         .unwrap();
     assert_eq!(auto.origin, expected_origin(true));
-    let closed = format!("127.0.0.1:{}", keda_harness::keda::free_loopback_port().unwrap());
+    let closed = format!(
+        "127.0.0.1:{}",
+        keda_harness::keda::free_loopback_port().unwrap()
+    );
     let fallback = KedaRelease::obtain(
         &entry,
         KedaSource::Auto,
@@ -470,12 +482,26 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
     assert_eq!(json["keda_binary"]["source"], "image");
     assert_eq!(json["keda_binary"]["digest"], index_digest.as_str());
 
+    // A catalog pin (`images.operator_digest`) that is not what the tag names is refused, cache or not.
+    let mut pinned = binary.clone();
+    pinned.pinned_digest = Some(sha256(b"another release"));
+    match images::pull_binary(&pinned, &opts).await {
+        Err(ImageError::DigestMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!(Some(expected), pinned.pinned_digest);
+            assert_eq!(actual, index_digest);
+        }
+        other => panic!("a wrong pin should be refused: {other:?}"),
+    }
+
     // Tamper: flip one byte of the operator layer in the registry's storage (size unchanged).
-    let amd64_manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(registry.blob_path(&amd64_digest)).unwrap(),
-    )
-    .unwrap();
-    let layer_digest = amd64_manifest["layers"][1]["digest"].as_str().unwrap().to_string();
+    let amd64_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry.blob_path(&amd64_digest)).unwrap()).unwrap();
+    let layer_digest = amd64_manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let blob = registry.blob_path(&layer_digest);
     let mut bytes = std::fs::read(&blob).unwrap();
     let middle = bytes.len() / 2;
@@ -494,7 +520,10 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
             actual,
             ..
         } => {
-            assert_eq!(reference, &format!("{}/kedacore/keda:{VERSION}", registry.addr));
+            assert_eq!(
+                reference,
+                &format!("{}/kedacore/keda:{VERSION}", registry.addr)
+            );
             assert_eq!(expected, &layer_digest);
             assert_eq!(actual, &tampered_digest);
         }
@@ -516,14 +545,21 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
     // And the run refuses before anything starts.
     std::env::set_var(IMAGE_CACHE_ENV, fresh.path());
     let err = match run_local(&plan(images::BinarySource::Module)).await {
-        Ok(o) => panic!("the run should refuse a tampered image, got {:?}", o.verdicts),
+        Ok(o) => panic!(
+            "the run should refuse a tampered image, got {:?}",
+            o.verdicts
+        ),
         Err(e) => format!("{e:#}"),
     };
     assert!(
         err.contains("digest mismatch") && err.contains(&tampered_digest),
         "{err}"
     );
-    assert_eq!(keda_harness::process::registered_children().len(), 1, "only the registry runs");
+    assert_eq!(
+        keda_harness::process::registered_children().len(),
+        1,
+        "only the registry runs"
+    );
     std::env::remove_var(REGISTRY_OVERRIDE_ENV);
     std::env::remove_var(IMAGE_CACHE_ENV);
 }

@@ -472,7 +472,9 @@ impl Catalog {
                 if !crate::images::is_sha256_digest(d) {
                     return Err(invalid(
                         &v,
-                        format!("`images.operator_digest` is `{d}`: expected sha256: and 64 hex digits"),
+                        format!(
+                            "`images.operator_digest` is `{d}`: expected sha256: and 64 hex digits"
+                        ),
                     ));
                 }
             }

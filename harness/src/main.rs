@@ -302,7 +302,11 @@ fn run_matrix(
     println!("wall clock: {:.1} s", outcome.wall_seconds);
     let mut said = std::collections::BTreeSet::new();
     for v in &outcome.verdicts {
-        if let Some(origin) = v.keda_binary.as_ref().filter(|_| said.insert(v.keda.clone())) {
+        if let Some(origin) = v
+            .keda_binary
+            .as_ref()
+            .filter(|_| said.insert(v.keda.clone()))
+        {
             println!("KEDA {} operator: {origin}", v.keda);
         }
     }

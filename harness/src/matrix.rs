@@ -96,10 +96,14 @@ pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
                 ),
             }
         );
-        let release =
-            KedaRelease::obtain(e, plan.keda_source, &BuildOptions::default(), &image_options)
-                .await
-                .with_context(|| format!("obtaining the KEDA {} operator", e.version))?;
+        let release = KedaRelease::obtain(
+            e,
+            plan.keda_source,
+            &BuildOptions::default(),
+            &image_options,
+        )
+        .await
+        .with_context(|| format!("obtaining the KEDA {} operator", e.version))?;
         eprintln!("    {} ({:.1} s)", release.origin, release.build_secs);
         releases.push(release);
     }

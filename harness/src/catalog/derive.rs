@@ -338,7 +338,10 @@ impl Derived {
         let images = super::ReleaseImages::published(v);
         line("    images:");
         line(&format!("      operator: {}", images.operator));
-        line(&format!("      metrics_apiserver: {}", images.metrics_apiserver));
+        line(&format!(
+            "      metrics_apiserver: {}",
+            images.metrics_apiserver
+        ));
         line(&format!("      webhooks: {}", images.webhooks));
         if g.replace.is_empty() {
             line("    replace: []");

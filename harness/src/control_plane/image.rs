@@ -13,7 +13,7 @@
 
 use crate::images::{self, BinaryOrigin, BinarySource, ImageBinary, ImageError, ImageOptions};
 
-use super::build::{self, ControlPlaneBinaries, BuildError, KUBERNETES_VERSION};
+use super::build::{self, BuildError, ControlPlaneBinaries, KUBERNETES_VERSION};
 
 /// The kube-apiserver release image of [`KUBERNETES_VERSION`].
 pub fn kube_apiserver_image() -> ImageBinary {

@@ -301,7 +301,10 @@ mod tests {
             let blob = layer(
                 d.path(),
                 "l",
-                &[Item::File("etc/passwd", b"root"), Item::File("keda", b"ELF")],
+                &[
+                    Item::File("etc/passwd", b"root"),
+                    Item::File("keda", b"ELF"),
+                ],
                 gzip,
             );
             let out = d.path().join("out");
@@ -359,7 +362,12 @@ mod tests {
         let big = layer(d.path(), "big", &[Item::File("keda", &[0u8; 64])], true);
         let err = find_in_layer(&big, "keda", &out, 10).unwrap_err();
         assert!(err.to_string().contains("64 bytes"), "{err}");
-        let escaping = layer(d.path(), "s", &[Item::Symlink("keda", "../../../bin/sh")], true);
+        let escaping = layer(
+            d.path(),
+            "s",
+            &[Item::Symlink("keda", "../../../bin/sh")],
+            true,
+        );
         let err = find_in_layer(&escaping, "keda", &out, 10).unwrap_err();
         assert!(err.to_string().contains("leaves the image root"), "{err}");
         let truncated = d.path().join("t");
@@ -382,7 +390,10 @@ mod tests {
             Some("usr/local/lib/etcd")
         );
         assert_eq!(resolve_link("etcd", "../../x"), None);
-        assert_eq!(normalize("/usr/local/bin/kube-apiserver").as_deref(), Some("usr/local/bin/kube-apiserver"));
+        assert_eq!(
+            normalize("/usr/local/bin/kube-apiserver").as_deref(),
+            Some("usr/local/bin/kube-apiserver")
+        );
         assert_eq!(normalize("/../x"), None);
     }
 }

@@ -54,9 +54,7 @@ const MAX_LAYER_BYTES: u64 = 2 << 30;
 const MAX_BINARY_BYTES: u64 = 512 << 20;
 
 /// Where a binary comes from, as the user chooses it (`--keda-source`, `KEDA_HARNESS_KEDA_SOURCE`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BinarySource {
     /// The release image's binary, pulled from its registry (fails when the registry does not answer).
@@ -131,11 +129,7 @@ impl fmt::Display for BinaryOrigin {
                 cached,
                 auto_fallback,
             } => {
-                write!(
-                    f,
-                    "module build{}",
-                    if *cached { " (cached)" } else { "" }
-                )?;
+                write!(f, "module build{}", if *cached { " (cached)" } else { "" })?;
                 if let Some(why) = auto_fallback {
                     write!(f, "; auto fell back: {why}")?;
                 }
@@ -209,7 +203,10 @@ impl ImageError {
     }
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
     move |source| ImageError::Io {
         action,
         path: path.to_path_buf(),
@@ -384,12 +381,15 @@ fn sha256_digest(bytes: &[u8]) -> String {
 /// `sha256:<64 hex>`.
 pub fn is_sha256_digest(text: &str) -> bool {
     text.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
 fn registry_error(reference: &Reference, what: &str, e: OciDistributionError) -> ImageError {
-    if let OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) = e
+    if let OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) =
+        e
     {
         return ImageError::DigestMismatch {
             reference: reference.whole(),
@@ -546,15 +546,16 @@ pub async fn pull_binary(
                         .unwrap_or_else(|| "?".into())
                 })
                 .collect();
-            let chosen = oci_client::client::linux_amd64_resolver(&index.manifests).ok_or_else(
-                || ImageError::BadImage {
-                    reference: whole.clone(),
-                    message: format!(
-                        "the index has no {PLATFORM} image (it has {})",
-                        platforms.join(", ")
-                    ),
-                },
-            )?;
+            let chosen =
+                oci_client::client::linux_amd64_resolver(&index.manifests).ok_or_else(|| {
+                    ImageError::BadImage {
+                        reference: whole.clone(),
+                        message: format!(
+                            "the index has no {PLATFORM} image (it has {})",
+                            platforms.join(", ")
+                        ),
+                    }
+                })?;
             let entry_size = index
                 .manifests
                 .iter()
@@ -594,7 +595,10 @@ pub async fn pull_binary(
     };
 
     let target = binary_cache_path(&opts.cache_root, &manifest_digest, &binary.path);
-    let dir = target.parent().expect("cache path has a folder").to_path_buf();
+    let dir = target
+        .parent()
+        .expect("cache path has a folder")
+        .to_path_buf();
     std::fs::create_dir_all(&dir).map_err(io_err("creating the image cache folder", &dir))?;
     let _lock = lock_dir(&dir).await?;
     let mut downloaded = 0u64;
@@ -635,7 +639,10 @@ fn verify_manifest(
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(ImageError::BadImage {
             reference: reference.whole(),
-            message: format!("{what} has {} bytes: no manifest is that large", bytes.len()),
+            message: format!(
+                "{what} has {} bytes: no manifest is that large",
+                bytes.len()
+            ),
         });
     }
     let actual = sha256_digest(bytes);
@@ -754,7 +761,10 @@ async fn download_blob(
     if written != descriptor.size as u64 {
         return Err(refuse(ImageError::DigestMismatch {
             reference: whole,
-            what: format!("{what_blob} (the registry sent {written} bytes, the manifest says {})", descriptor.size),
+            what: format!(
+                "{what_blob} (the registry sent {written} bytes, the manifest says {})",
+                descriptor.size
+            ),
             expected: descriptor.digest.clone(),
             actual: if written > descriptor.size as u64 {
                 "(more bytes than the manifest says)".into()
@@ -932,8 +942,11 @@ mod tests {
 
     #[test]
     fn the_override_replaces_only_the_registry() {
-        let r = effective_reference("ghcr.io/kedacore/keda:2.15.0", &opts(Some("127.0.0.1:5000")))
-            .unwrap();
+        let r = effective_reference(
+            "ghcr.io/kedacore/keda:2.15.0",
+            &opts(Some("127.0.0.1:5000")),
+        )
+        .unwrap();
         assert_eq!(r.whole(), "127.0.0.1:5000/kedacore/keda:2.15.0");
         let r = effective_reference(
             "registry.k8s.io/kube-apiserver:v1.35.4",
@@ -950,7 +963,12 @@ mod tests {
         for host in ["127.0.0.1:5000", "127.9.9.9", "localhost:1", "[::1]:5000"] {
             assert!(is_loopback_registry(host), "{host}");
         }
-        for host in ["ghcr.io", "10.0.0.1:5000", "registry.k8s.io", "127.0.0.1.nip.io"] {
+        for host in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.k8s.io",
+            "127.0.0.1.nip.io",
+        ] {
             assert!(!is_loopback_registry(host), "{host}");
         }
     }
@@ -969,7 +987,10 @@ mod tests {
         for s in ["image", "module", "auto"] {
             assert_eq!(s.parse::<BinarySource>().unwrap().to_string(), s);
         }
-        assert!("docker".parse::<BinarySource>().unwrap_err().contains("image, module or auto"));
+        assert!("docker"
+            .parse::<BinarySource>()
+            .unwrap_err()
+            .contains("image, module or auto"));
         assert!(is_sha256_digest(&sha256_digest(b"x")));
         assert!(!is_sha256_digest("sha256:abc"));
     }
