@@ -487,13 +487,12 @@ pub async fn pull_binary(
     let started = Instant::now();
     let reference = effective_reference(&binary.reference, opts)?;
     let whole = reference.whole();
-    let _span = tracing::info_span!("pull_binary", reference = %whole, path = %binary.path);
     let wanted = normalize(&binary.path).ok_or_else(|| ImageError::BadReference {
         reference: binary.reference.clone(),
         message: format!("`{}` is no path inside an image", binary.path),
     })?;
     if let Some((path, record)) = cached_binary(binary, &reference, opts) {
-        tracing::info!(digest = %record.digest, "binary from the image cache");
+        tracing::info!(reference = %whole, digest = %record.digest, "binary from the image cache");
         return Ok(PulledBinary {
             path,
             origin: BinaryOrigin::Image {
@@ -507,6 +506,7 @@ pub async fn pull_binary(
         });
     }
 
+    tracing::info!(reference = %whole, path = %binary.path, "pulling");
     let client = client_for(&reference, opts)?;
     let auth = RegistryAuth::Anonymous;
     let (top_bytes, crate_digest) = client
