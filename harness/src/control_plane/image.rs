@@ -57,6 +57,11 @@ pub async fn obtain(
         BinarySource::Module => build_blocking(None).await,
         BinarySource::Image => from_images(opts).await,
         BinarySource::Auto => {
+            if images::is_cached(&kube_apiserver_image(), opts)
+                && images::is_cached(&etcd_image(), opts)
+            {
+                return from_images(opts).await;
+            }
             let why = match images::probe(&kube_apiserver_image(), opts).await {
                 Ok(()) => match from_images(opts).await {
                     Ok(b) => return Ok(b),

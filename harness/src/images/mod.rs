@@ -479,6 +479,14 @@ fn cached_binary(
     path.is_file().then_some((path, record))
 }
 
+/// True when `binary`'s tag was pulled before and its binary is in the cache: [`pull_binary`] then asks no
+/// registry (what lets `auto` skip its probe on a warm machine).
+pub fn is_cached(binary: &ImageBinary, opts: &ImageOptions) -> bool {
+    effective_reference(&binary.reference, opts)
+        .ok()
+        .is_some_and(|r| cached_binary(binary, &r, opts).is_some())
+}
+
 /// Pull (or reuse) `binary`; see the module docs.
 pub async fn pull_binary(
     binary: &ImageBinary,

@@ -32,6 +32,9 @@ impl KedaRelease {
             KedaSource::Image => Self::from_image(entry, build, images).await,
             KedaSource::Auto => {
                 let binary = operator_image(entry);
+                if images::is_cached(&binary, images) {
+                    return Self::from_image(entry, build, images).await;
+                }
                 let reason = match images::probe(&binary, images).await {
                     Ok(()) => match Self::from_image(entry, build, images).await {
                         Ok(release) => return Ok(release),
