@@ -20,6 +20,21 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian keeps the server binaries off PATH; the harness also looks in /usr/lib/postgresql/*/bin.
 
+# docker-registry (github.com/docker/distribution): the image-source test (tests/keda_from_image.rs) starts its own
+# on a free loopback port with storage in a temp dir. Its package would start a daemon on :5000 (all interfaces):
+# a policy-rc.d that denies service starts is in place for the install, unless the machine has one already.
+if ! dpkg -s docker-registry >/dev/null 2>&1; then
+  need_root
+  step "apt-get install docker-registry (not started: the test starts its own on loopback)"
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
 # --- Docker daemon and offline images (container provider, kind backend's local pieces) ----------------------
 # Starts dockerd when no daemon answers. HTTP(S)_PROXY point at a dead loopback port: no registry is reachable
 # here, so an accidental pull fails at once instead of hanging. Images are built from Debian packages instead

@@ -61,6 +61,8 @@ async fn a_federated_credential_on_the_workload_sa_is_decided_by_aadsts700213_on
         parallel: false,
         report_dir: Some(report_dir.path().to_path_buf()),
         always_diagnose: false,
+        // Sources default to `module`: the operator built from KEDA's Go module at the tag.
+        ..MatrixPlan::default()
     };
     let outcome = run_local(&plan).await.expect("the matrix ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));

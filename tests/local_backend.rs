@@ -32,6 +32,8 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
         parallel: true,
         report_dir: Some(report_dir.path().to_path_buf()),
         always_diagnose: false,
+        keda_source: keda_harness::keda::KedaSource::Module,
+        control_plane_source: keda_harness::images::BinarySource::Module,
     };
     let outcome = run_local(&plan).await.expect("the matrix ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
@@ -100,6 +102,8 @@ async fn unknown_keda_version_is_refused_before_anything_starts() {
         parallel: false,
         report_dir: None,
         always_diagnose: false,
+        keda_source: keda_harness::keda::KedaSource::Module,
+        control_plane_source: keda_harness::images::BinarySource::Module,
     };
     let err = match run_local(&plan).await {
         Ok(_) => panic!("2.99.0 is not in the catalog"),

@@ -23,6 +23,7 @@ async fn the_customers_where_query_and_a_seed_sql_join_scale_on_2_15_0() {
         parallel: true,
         report_dir: None,
         always_diagnose: false,
+        ..MatrixPlan::default()
     };
     let outcome = run_local(&plan).await.expect("the runs ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));

@@ -173,6 +173,8 @@ pub struct CatalogEntry {
     pub msal_go: String,
     /// What the Go build needs beyond the defaults.
     pub build: BuildNeeds,
+    /// The release images of this version (`--keda-source image` pulls the operator's).
+    pub images: ReleaseImages,
     /// The tag's go.mod `replace` pins, which a module building KEDA must repeat.
     pub replace: Vec<ReplacePin>,
     /// The tag's go.mod `exclude` lines, which a module building KEDA must repeat too (Go ignores a
@@ -180,6 +182,41 @@ pub struct CatalogEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<ExcludeLine>,
 }
+
+/// A release's images as KEDA publishes them: the tag's Makefile names `IMAGE_CONTROLLER`,
+/// `IMAGE_ADAPTER` and `IMAGE_WEBHOOKS` as `ghcr.io/kedacore/keda{,-metrics-apiserver,-admission-webhooks}:$(VERSION)`,
+/// and the release workflow sets VERSION to the tag without its `v`. Each is a multi-arch index (linux/amd64,
+/// linux/arm64); the harness takes linux/amd64.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseImages {
+    /// The operator image; its binary is `/keda` (the tag's Dockerfile: `COPY --from=builder /workspace/bin/keda .`
+    /// into `WORKDIR /`, `USER 65532:65532`, `ENTRYPOINT ["/keda", ...]`).
+    pub operator: String,
+    /// The digest the operator tag named when it was pulled and checked (`sha256:...`): once set, a pull of
+    /// any other content is refused. Copy it from a run's verdict (`keda_binary.digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_digest: Option<String>,
+    /// The metrics adapter image (`/keda-adapter`).
+    pub metrics_apiserver: String,
+    /// The admission webhooks image (`/keda-admission-webhooks`).
+    pub webhooks: String,
+}
+
+impl ReleaseImages {
+    /// The published references of `version` (what `catalog derive` writes).
+    pub fn published(version: KedaVersion) -> Self {
+        Self {
+            operator: format!("ghcr.io/kedacore/keda:{version}"),
+            operator_digest: None,
+            metrics_apiserver: format!("ghcr.io/kedacore/keda-metrics-apiserver:{version}"),
+            webhooks: format!("ghcr.io/kedacore/keda-admission-webhooks:{version}"),
+        }
+    }
+}
+
+/// The path of the operator binary inside [`ReleaseImages::operator`].
+pub const OPERATOR_IMAGE_BINARY: &str = "/keda";
 
 /// `exclude PATH VERSION` from a go.mod.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -401,6 +438,42 @@ impl Catalog {
                             entry.pgx_error_style.as_str(),
                             entry.pgx,
                             style.as_str()
+                        ),
+                    ));
+                }
+            }
+            let images = &entry.images;
+            for (field, reference) in [
+                ("images.operator", &images.operator),
+                ("images.metrics_apiserver", &images.metrics_apiserver),
+                ("images.webhooks", &images.webhooks),
+            ] {
+                let parsed: Result<oci_client::Reference, _> = reference.parse();
+                match parsed {
+                    Ok(r) if r.tag() == Some(v.as_str()) => {}
+                    Ok(_) => {
+                        return Err(invalid(
+                            &v,
+                            format!(
+                                "`{field}` is `{reference}`: its tag must be the version, `{v}` (KEDA tags its \
+                                 images without the `v`)"
+                            ),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(invalid(
+                            &v,
+                            format!("`{field}` is `{reference}`, not an image reference: {e}"),
+                        ))
+                    }
+                }
+            }
+            if let Some(d) = &images.operator_digest {
+                if !crate::images::is_sha256_digest(d) {
+                    return Err(invalid(
+                        &v,
+                        format!(
+                            "`images.operator_digest` is `{d}`: expected sha256: and 64 hex digits"
                         ),
                     ));
                 }

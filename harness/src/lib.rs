@@ -4,6 +4,7 @@
 //! - `backend`: where KEDA runs; `backend::kind` renders and drives a kind cluster with KEDA from its Helm chart.
 //! - `catalog`: the KEDA versions the harness can build and run (harness/catalog/keda-versions.yaml).
 //! - `keda`: a KEDA release built from its Go module, its CRDs, and how to run its operator locally.
+//! - `images`: release binaries out of OCI images (KEDA operator, kube-apiserver, etcd), digest-checked and cached.
 //! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod control_plane;
 pub mod egress;
 pub mod env_up;
+pub mod images;
 pub mod keda;
 pub mod lifecycle;
 pub mod matrix;

@@ -24,6 +24,8 @@ enum Cli {
         #[arg(long, value_name = "FILE")]
         seed_sql: Option<std::path::PathBuf>,
         #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
         out: OutputArgs,
     },
     /// Run scenarios × KEDA versions (default: seed × 2.14.1, 2.15.0 and the newest catalog version).
@@ -37,6 +39,8 @@ enum Cli {
         /// Run the cells one after another instead of side by side.
         #[arg(long)]
         sequential: bool,
+        #[command(flatten)]
+        source: SourceArgs,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -89,6 +93,20 @@ fn parse_env_pair(text: &str) -> Result<(String, String), String> {
 }
 
 #[derive(clap::Args)]
+struct SourceArgs {
+    /// Where each KEDA operator binary comes from: `module` (built from the Go module at the tag; needs no
+    /// registry), `image` (the release image ghcr.io/kedacore/keda:<version>, linux/amd64, digest-checked and
+    /// cached under target/keda-harness/images/), `auto` (the image when the registry answers within 3 s, else
+    /// the module build, saying why). KEDA_HARNESS_REGISTRY=HOST:PORT pulls from that registry instead.
+    #[arg(long, value_enum, default_value_t = keda_harness::keda::KedaSource::Module, env = keda_harness::keda::KEDA_SOURCE_ENV)]
+    keda_source: keda_harness::keda::KedaSource,
+    /// The same for kube-apiserver and etcd: `module` (harness/go/control-plane), `image`
+    /// (registry.k8s.io/kube-apiserver:v1.35.4 and registry.k8s.io/etcd:3.6.5-0) or `auto`.
+    #[arg(long, value_enum, default_value_t = keda_harness::images::BinarySource::Module, env = "KEDA_HARNESS_CONTROL_PLANE_SOURCE")]
+    control_plane_source: keda_harness::images::BinarySource,
+}
+
+#[derive(clap::Args)]
 struct OutputArgs {
     /// Write verdicts.json, junit.xml, summary.md (and diagnostics bundles) here.
     #[arg(long)]
@@ -119,14 +137,24 @@ fn main() -> anyhow::Result<()> {
             keda,
             scenario,
             seed_sql,
+            source,
             out,
-        } => run_matrix(&backend, vec![keda], vec![scenario], false, seed_sql, out),
+        } => run_matrix(
+            &backend,
+            vec![keda],
+            vec![scenario],
+            false,
+            seed_sql,
+            source,
+            out,
+        ),
         Cli::Matrix {
             keda,
             scenario,
             sequential,
+            source,
             out,
-        } => run_matrix("local", keda, scenario, !sequential, None, out),
+        } => run_matrix("local", keda, scenario, !sequential, None, source, out),
         Cli::Env { command } => keda_harness::env_up::run(command),
         Cli::Catalog {
             json,
@@ -241,6 +269,7 @@ fn run_matrix(
     scenarios: Vec<String>,
     parallel: bool,
     seed_sql: Option<std::path::PathBuf>,
+    source: SourceArgs,
     out: OutputArgs,
 ) -> anyhow::Result<()> {
     use keda_harness::matrix::{run_local_scenarios, MatrixPlan};
@@ -258,6 +287,8 @@ fn run_matrix(
         parallel,
         report_dir: out.report_dir.clone(),
         always_diagnose: out.always_diagnose,
+        keda_source: source.keda_source,
+        control_plane_source: source.control_plane_source,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     // On a signal the run's future is dropped here, which drops every world it stood up (processes stopped,
@@ -296,6 +327,16 @@ fn run_matrix(
     println!();
     print!("{}", keda_harness::report::table(&outcome.verdicts));
     println!("wall clock: {:.1} s", outcome.wall_seconds);
+    let mut said = std::collections::BTreeSet::new();
+    for v in &outcome.verdicts {
+        if let Some(origin) = v
+            .keda_binary
+            .as_ref()
+            .filter(|_| said.insert(v.keda.clone()))
+        {
+            println!("KEDA {} operator: {origin}", v.keda);
+        }
+    }
     for v in outcome.verdicts.iter().filter(|v| !v.passed) {
         println!("\n{} on KEDA {} failed:", v.scenario, v.keda);
         for c in v.checks.iter().filter(|c| !c.passed) {

@@ -8,12 +8,13 @@ use anyhow::Context;
 
 use crate::backend::local::{self, LocalRunOptions};
 use crate::catalog::{Catalog, CatalogEntry};
-use crate::keda::{BuildOptions, KedaRelease};
+use crate::images::{BinarySource, ImageOptions};
+use crate::keda::{BuildOptions, KedaRelease, KedaSource};
 use crate::report::{self, Scrubber, Verdict};
 use crate::scenario::Scenario;
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MatrixPlan {
     /// Scenario names (folders under scenarios/) or paths.
     pub scenarios: Vec<String>,
@@ -24,6 +25,10 @@ pub struct MatrixPlan {
     pub report_dir: Option<PathBuf>,
     /// Write a diagnostics bundle for passing cells too.
     pub always_diagnose: bool,
+    /// Where each operator binary comes from (module build, release image, or auto).
+    pub keda_source: KedaSource,
+    /// Where kube-apiserver and etcd come from (the same choices).
+    pub control_plane_source: BinarySource,
 }
 
 /// Versions of the default matrix: the regression, the fix, and the newest release in the catalog.
@@ -83,41 +88,55 @@ pub async fn run_local_scenarios(
         }
     }
 
-    eprintln!("==> control plane: kube-apiserver + etcd (built once, cached under target/)");
-    let t = Instant::now();
-    let bins = tokio::task::spawn_blocking(crate::control_plane::build::ensure_built).await??;
-    eprintln!(
-        "    ready ({}, {:.1} s)",
-        bins.kubernetes_version,
-        t.elapsed().as_secs_f64()
-    );
+    // Obtained before anything else: a bad registry override or a refused image stops the run here.
+    let image_options = ImageOptions::from_env()?;
     let mut releases = Vec::new();
     for e in &entries {
         eprintln!(
-            "==> KEDA {}: operator from github.com/kedacore/keda/v2@{}",
-            e.version, e.tag
+            "==> KEDA {}: operator ({} source: {})",
+            e.version,
+            plan.keda_source,
+            match plan.keda_source {
+                KedaSource::Module => format!("github.com/kedacore/keda/v2@{}", e.tag),
+                KedaSource::Image => e.images.operator.clone(),
+                KedaSource::Auto => format!(
+                    "{} if its registry answers, else github.com/kedacore/keda/v2@{}",
+                    e.images.operator, e.tag
+                ),
+            }
         );
-        let entry = e.clone();
-        let release = tokio::task::spawn_blocking(move || {
-            KedaRelease::build(&entry, &BuildOptions::default())
-        })
-        .await?
-        .with_context(|| format!("building KEDA {}", e.version))?;
-        eprintln!(
-            "    {} ({:.1} s)",
-            if release.from_cache {
-                "cached"
-            } else {
-                "built"
-            },
-            release.build_secs
-        );
+        let release = KedaRelease::obtain(
+            e,
+            plan.keda_source,
+            &BuildOptions::default(),
+            &image_options,
+        )
+        .await
+        .with_context(|| format!("obtaining the KEDA {} operator", e.version))?;
+        eprintln!("    {} ({:.1} s)", release.origin, release.build_secs);
         releases.push(release);
     }
+
+    eprintln!(
+        "==> control plane: kube-apiserver + etcd ({} source; cached under target/)",
+        plan.control_plane_source
+    );
+    let t = Instant::now();
+    let bins = crate::control_plane::image::obtain(plan.control_plane_source, &image_options)
+        .await
+        .context("obtaining kube-apiserver and etcd")?;
+    eprintln!(
+        "    ready ({}, {:.1} s): kube-apiserver {}; etcd {}",
+        bins.kubernetes_version,
+        t.elapsed().as_secs_f64(),
+        bins.kube_apiserver_origin,
+        bins.etcd_origin
+    );
 
     let opts = LocalRunOptions {
         report_dir: plan.report_dir.clone(),
         always_diagnose: plan.always_diagnose,
+        control_plane: Some(bins),
     };
     let cells: Vec<(&Scenario, &CatalogEntry, &KedaRelease)> = scenarios
         .iter()

@@ -20,6 +20,8 @@ pub enum Tier {
     Kind,
     /// Python with the Azure / PostgreSQL client packages.
     Python,
+    /// Debian's docker-registry (a local OCI registry on loopback for the image-source tests).
+    Registry,
 }
 
 impl Tier {
@@ -30,6 +32,7 @@ impl Tier {
             Tier::Docker => "docker",
             Tier::Kind => "kind",
             Tier::Python => "python",
+            Tier::Registry => "registry",
         }
     }
 }

@@ -164,6 +164,24 @@ fn invalid_entries_are_refused_with_the_field_named() {
         "{err}"
     );
 
+    // An image of another version (a copy-paste slip) or a digest that is no sha256 digest.
+    let other_image = one_entry_yaml(|e| e.images.operator = "ghcr.io/kedacore/keda:2.15.0".into());
+    let err = Catalog::parse(&other_image, "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`images.operator` is `ghcr.io/kedacore/keda:2.15.0`: its tag must be the version, `2.14.1`"),
+        "{err}"
+    );
+    let bad_digest = one_entry_yaml(|e| e.images.operator_digest = Some("sha256:abc".into()));
+    let err = Catalog::parse(&bad_digest, "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`images.operator_digest` is `sha256:abc`"),
+        "{err}"
+    );
+
     let no_chart = one_entry_yaml(|e| e.helm_chart.clear());
     let err = Catalog::parse(&no_chart, "t.yaml").unwrap_err().to_string();
     assert!(err.contains("`helm_chart` is empty"), "{err}");

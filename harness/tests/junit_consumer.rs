@@ -73,6 +73,7 @@ fn verdicts() -> Vec<Verdict> {
             }),
             transient_errors: vec![],
             hint: Some("upgrade KEDA to >= 2.15.0".into()),
+            keda_binary: None,
             seconds: 18.25,
             checks: vec![check(
                 "jobs == 0 after two polling intervals",
@@ -106,6 +107,7 @@ fn verdicts() -> Vec<Verdict> {
                 count: 4,
             }],
             hint: None,
+            keda_binary: None,
             seconds: 61.5,
             checks: vec![
                 check("jobs reach 3", false, "timed out after 60 s: 0 jobs"),
@@ -124,6 +126,7 @@ fn verdicts() -> Vec<Verdict> {
             deciding_error: None,
             transient_errors: vec![],
             hint: None,
+            keda_binary: None,
             seconds: 40.0,
             checks: vec![check(
                 "jobs stay at 3 for a polling interval",

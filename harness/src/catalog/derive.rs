@@ -333,6 +333,16 @@ impl Derived {
             }
         }
         line("      ldflags: []");
+        // The tag's Makefile names the images `ghcr.io/kedacore/keda*:$(VERSION)`, VERSION being the tag
+        // without its `v` in the release workflow.
+        let images = super::ReleaseImages::published(v);
+        line("    images:");
+        line(&format!("      operator: {}", images.operator));
+        line(&format!(
+            "      metrics_apiserver: {}",
+            images.metrics_apiserver
+        ));
+        line(&format!("      webhooks: {}", images.webhooks));
         if g.replace.is_empty() {
             line("    replace: []");
         } else {
@@ -383,6 +393,7 @@ impl Derived {
                 ldflags: Vec::new(),
                 known_blocker: None,
             },
+            images: super::ReleaseImages::published(self.version),
             replace: g.replace,
             exclude: g.exclude,
         }

@@ -25,6 +25,9 @@ pub struct ControlPlaneBinaries {
     pub etcd: PathBuf,
     /// The Kubernetes version they were built at (`v1.35.4`).
     pub kubernetes_version: String,
+    /// Where each came from: the module build (cached or not) or a release image ([`super::image`]).
+    pub kube_apiserver_origin: crate::images::BinaryOrigin,
+    pub etcd_origin: crate::images::BinaryOrigin,
 }
 
 /// A build that did not produce the binaries.
@@ -83,6 +86,15 @@ fn binaries_in(dir: &Path) -> ControlPlaneBinaries {
         kube_apiserver: dir.join("kube-apiserver"),
         etcd: dir.join("etcd"),
         kubernetes_version: KUBERNETES_VERSION.to_string(),
+        kube_apiserver_origin: module_origin(true),
+        etcd_origin: module_origin(true),
+    }
+}
+
+fn module_origin(cached: bool) -> crate::images::BinaryOrigin {
+    crate::images::BinaryOrigin::Module {
+        cached,
+        auto_fallback: None,
     }
 }
 
@@ -125,7 +137,9 @@ pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
     if let Some(bins) = cached() {
         return Ok(bins);
     }
-    let bins = binaries_in(&dir);
+    let mut bins = binaries_in(&dir);
+    bins.kube_apiserver_origin = module_origin(false);
+    bins.etcd_origin = module_origin(false);
     let ldflags = format!(
         "-s -w -X k8s.io/component-base/version.gitVersion={v} -X k8s.io/component-base/version.gitMajor=1 \
          -X k8s.io/component-base/version.gitMinor={minor}",

@@ -22,6 +22,7 @@
 //! a temporary directory removed on drop.
 
 pub mod build;
+pub mod image;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use mock_aad::ca::TestCa;
 
 pub use build::{ControlPlaneBinaries, KUBERNETES_VERSION};
+pub use image::ControlPlaneSourceError;
 
 use crate::process::{wait_until, ManagedChild, Poll, ProcessError, WaitError};
 

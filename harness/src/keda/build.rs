@@ -123,6 +123,10 @@ impl KedaRelease {
             go_env: go_env.clone(),
             from_cache,
             build_secs: started.elapsed().as_secs_f64(),
+            origin: crate::images::BinaryOrigin::Module {
+                cached: from_cache,
+                auto_fallback: None,
+            },
         };
         let cached = std::fs::read_to_string(&stamp).ok();
         if !opts.force && binary.is_file() && cached.as_deref().map(str::trim) == Some(&inputs_hash)
@@ -168,6 +172,34 @@ impl KedaRelease {
         write_file(&stamp, &format!("{inputs_hash}\n"))?;
         progress.say(format!("built {}", binary.display()));
         Ok(release(false))
+    }
+}
+
+impl KedaRelease {
+    /// The version folder with the generated go.mod (what [`KedaRelease::crds`] downloads the tag's source
+    /// in), without building: for an operator that comes from its release image.
+    pub(crate) fn prepare_module_dir(
+        entry: &CatalogEntry,
+        opts: &BuildOptions,
+    ) -> Result<(PathBuf, Vec<(String, String)>), KedaError> {
+        let progress = Progress {
+            enabled: opts.progress,
+            label: entry.version.to_string(),
+            started: Instant::now(),
+        };
+        let dir = opts.cache_root.join(entry.version.to_string());
+        std::fs::create_dir_all(&dir).map_err(|source| KedaError::Io {
+            action: "creating the build folder",
+            path: dir.clone(),
+            source,
+        })?;
+        let _lock = lock_build_dir(&dir, &progress)?;
+        let go_mod = generate_go_mod(entry);
+        // The same text a build writes: rewriting it leaves a module build's cache stamp valid.
+        if std::fs::read_to_string(dir.join("go.mod")).ok().as_deref() != Some(go_mod.as_str()) {
+            write_file(&dir.join("go.mod"), &go_mod)?;
+        }
+        Ok((dir, go_env(entry)))
     }
 }
 

@@ -4,15 +4,20 @@
 //! `target/keda-harness/keda/<version>/` that requires `github.com/kedacore/keda/v2` at the tag (with the tag's
 //! `replace` pins, which Go ignores in dependencies), builds `cmd/operator` there and caches the binary until an
 //! input changes. [`KedaRelease::crds`] reads `config/crd/bases/*.yaml` from the same tag's module source, and
-//! [`KedaRelease::operator_command`] says how to run the operator outside a pod.
+//! [`KedaRelease::operator_command`] says how to run the operator outside a pod. [`KedaRelease::obtain`] takes
+//! the operator from the release image instead when the [`KedaSource`] says so (`source.rs`).
 
 mod build;
 pub(crate) use build::module_dir_of_download;
 mod launch;
+mod source;
 
 use std::path::{Path, PathBuf};
 
-pub use build::BuildOptions;
+pub use build::{workspace_target_dir, BuildOptions};
+pub use source::{operator_image, KedaSource, KEDA_SOURCE_ENV};
+
+use crate::images::{BinaryOrigin, ImageError};
 pub use launch::{free_loopback_port, OperatorLaunch, NO_TOOLS_PATH};
 
 use crate::catalog::{CatalogEntry, KEDA_MODULE};
@@ -40,6 +45,13 @@ pub enum KedaError {
     Certs { dir: PathBuf, message: String },
     #[error("finding a free loopback port: {0}")]
     Port(std::io::Error),
+    #[error("KEDA {version} from its release image: {source}")]
+    Image {
+        version: String,
+        source: Box<ImageError>,
+    },
+    #[error("the {what} task panicked or was cancelled: {message}")]
+    Task { what: String, message: String },
 }
 
 /// A go command other than the build failed.
@@ -91,6 +103,8 @@ pub struct KedaRelease {
     pub from_cache: bool,
     /// Wall-clock seconds `build` took (cache check included).
     pub build_secs: f64,
+    /// Where the operator binary came from (module build or release image, with its digest).
+    pub origin: BinaryOrigin,
 }
 
 impl KedaRelease {

@@ -47,6 +47,9 @@ pub struct Verdict {
     pub manifest_changes: Vec<ManifestChange>,
     /// Where the diagnostics bundle was written (failed expectations only).
     pub diagnostics: Option<PathBuf>,
+    /// Where the operator binary that ran came from (module build or release image and its digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keda_binary: Option<crate::images::BinaryOrigin>,
 }
 
 impl Verdict {
@@ -77,6 +80,7 @@ impl Verdict {
             checks: vec![],
             manifest_changes: vec![],
             diagnostics: None,
+            keda_binary: None,
         }
     }
 
@@ -490,6 +494,7 @@ mod tests {
                 }],
                 manifest_changes: vec![],
                 diagnostics: None,
+                keda_binary: None,
             },
             Verdict {
                 scenario: "seed".into(),
@@ -516,6 +521,7 @@ mod tests {
                 }],
                 manifest_changes: vec![],
                 diagnostics: Some("/tmp/r/diag".into()),
+                keda_binary: None,
             },
         ]
     }

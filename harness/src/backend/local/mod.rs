@@ -34,6 +34,8 @@ pub struct LocalRunOptions {
     pub report_dir: Option<PathBuf>,
     /// Write the diagnostics bundle even when every expectation holds.
     pub always_diagnose: bool,
+    /// kube-apiserver and etcd to run; `None`: the module build.
+    pub control_plane: Option<crate::control_plane::ControlPlaneBinaries>,
 }
 
 /// Run `scenario` on `release` and judge it. Never panics: a harness failure is a failed verdict that says why.
@@ -55,6 +57,7 @@ pub async fn run(
         release,
         &StandUpOptions {
             label: label.clone(),
+            control_plane: opts.control_plane.clone(),
         },
     )
     .await
@@ -70,6 +73,7 @@ pub async fn run(
                 started.elapsed().as_secs_f64(),
             );
             v.manifest_changes = scenario.manifests_to_apply().1;
+            v.keda_binary = Some(release.origin.clone());
             return v;
         }
     };
@@ -114,6 +118,7 @@ pub async fn run(
         checks,
         manifest_changes: world.manifest_changes().to_vec(),
         diagnostics: None,
+        keda_binary: Some(release.origin.clone()),
     };
     if !refused.is_empty() {
         verdict.checks.push(crate::report::Check {

@@ -36,6 +36,8 @@ const FEDERATED_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub struct StandUpOptions {
     /// Prefix of progress lines (`seed@2.15.0`).
     pub label: String,
+    /// kube-apiserver and etcd to run (from `--control-plane-source`); `None`: the module build.
+    pub control_plane: Option<crate::control_plane::ControlPlaneBinaries>,
 }
 
 /// A running local world for one scenario on one KEDA version.
@@ -109,7 +111,11 @@ impl LocalWorld {
         say("starting etcd + kube-apiserver");
         let cp_dir = wd.join("control-plane");
         std::fs::create_dir_all(&cp_dir)?;
-        let control_plane = LocalControlPlane::builder()
+        let mut control_plane = LocalControlPlane::builder();
+        if let Some(binaries) = &opts.control_plane {
+            control_plane = control_plane.with_binaries(binaries.clone());
+        }
+        let control_plane = control_plane
             .with_ca(ca.clone())
             .with_work_dir(&cp_dir)
             .with_api_audience(TOKEN_EXCHANGE_AUDIENCE)
