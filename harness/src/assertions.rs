@@ -83,7 +83,7 @@ pub fn scaler_error_matches(
 
 fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
     let rows = scenario.file.data.rows;
-    let jobs = e.jobs.count(&scenario.trigger, rows);
+    let jobs = e.job_count(&scenario.trigger, rows);
     let mut s = match e.outcome {
         Outcome::Scales => format!("{jobs} jobs"),
         Outcome::ScalerError => format!("scaler error, {jobs} jobs"),
@@ -142,13 +142,24 @@ pub async fn evaluate<W: ScenarioWorld>(
     timing: Timing,
     applied_at: Instant,
 ) -> Evaluation {
+    if scenario.trigger.scale_target.is_some() {
+        return crate::scaled_object::evaluate(
+            world,
+            scenario,
+            expectation,
+            pgx,
+            timing,
+            applied_at,
+        )
+        .await;
+    }
     let expected = describe_expected(expectation, scenario);
     let obs = world.observer();
     let mut checks = Vec::new();
     let mut first_error = None;
     let tick = Duration::from_millis(500);
     let rows = scenario.file.data.rows;
-    let want = expectation.jobs.count(&scenario.trigger, rows);
+    let want = expectation.job_count(&scenario.trigger, rows);
     let observed;
 
     match expectation.outcome {

@@ -5,6 +5,8 @@
 //! - `catalog`: the KEDA versions the harness can build and run (harness/catalog/keda-versions.yaml).
 //! - `keda`: a KEDA release built from its Go module, its CRDs, and how to run its operator locally.
 //! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
+//! - `scaled_object`: what KEDA decides for a ScaledObject (its HPA, activation, the external metric) and how
+//!   it is judged.
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
 pub mod assertions;
@@ -22,4 +24,5 @@ pub mod postgres;
 pub mod prereq;
 pub mod process;
 pub mod report;
+pub mod scaled_object;
 pub mod scenario;
