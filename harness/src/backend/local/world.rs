@@ -349,13 +349,15 @@ impl LocalWorld {
             events.unwrap_or_else(|e| format!("listing events failed: {e}")),
         )?;
         // As the API returns it: managedFields, the last-applied copy and env values go by the typed rules.
-        let sj = self.observer.scaled_job().await.map(|o| {
-            serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
-        });
-        w(
-            "scaledjob.yaml",
-            sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
-        )?;
+        if self.observer_scale_target.is_none() {
+            let sj = self.observer.scaled_job().await.map(|o| {
+                serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
+            });
+            w(
+                "scaledjob.yaml",
+                sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
+            )?;
+        }
         w(
             "entra-journal.json",
             serde_json::to_string_pretty(&self.entra.journal())?,
@@ -383,8 +385,11 @@ impl LocalWorld {
                 &target.2,
             );
             let hpa = so.hpa().await.map(|h| {
-                h.map(|h| serde_yaml::to_string(&h).unwrap_or_default())
-                    .unwrap_or_else(|| "no HPA\n".into())
+                h.map(|h| {
+                    serde_yaml::to_string(&crate::scenario::redact_object_value(&h))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_else(|| "no HPA\n".into())
             });
             w(
                 "hpa.yaml",
