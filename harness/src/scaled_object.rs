@@ -36,16 +36,6 @@ pub const TARGET_ACTIVATED: &str = "KEDAScaleTargetActivated";
 /// The label KEDA puts on the HPA's metric selector (`kedav1alpha1.ScaledObjectOwnerAnnotation`).
 pub const SCALED_OBJECT_LABEL: &str = "scaledobject.keda.sh/name";
 
-/// The HPA name KEDA gives a ScaledObject with no `advanced.horizontalPodAutoscalerConfig.name`.
-pub fn hpa_name(scaled_object: &str) -> String {
-    format!("keda-hpa-{scaled_object}")
-}
-
-/// The external metric name of trigger `index` of type `scaler` (`GenerateMetricNameWithIndex`).
-pub fn metric_name(index: usize, scaler: &str) -> String {
-    format!("s{index}-{scaler}")
-}
-
 /// Reads one ScaledObject's world: its HPA, its target's replicas, its external metric.
 #[derive(Clone)]
 pub struct ScaledObjectObserver {
@@ -69,7 +59,7 @@ impl ScaledObjectObserver {
     pub async fn hpa(&self) -> Result<Option<HorizontalPodAutoscaler>, kube::Error> {
         let api: Api<HorizontalPodAutoscaler> =
             Api::namespaced(self.client.clone(), &self.namespace);
-        api.get_opt(&hpa_name(&self.name)).await
+        api.get_opt(&self.target.hpa_name).await
     }
 
     /// The ScaledObject as the API serves it (status conditions, health, external metric names).
@@ -181,7 +171,7 @@ pub fn hpa_matches(hpa: &HorizontalPodAutoscaler, scenario: &Scenario) -> Result
             spec.max_replicas, target.max_replica_count
         ));
     }
-    let want_metric = metric_name(0, "postgresql");
+    let want_metric = &target.metric_name;
     let metrics = spec.metrics.clone().unwrap_or_default();
     let external = metrics.iter().find_map(|m| m.external.as_ref());
     match external {
@@ -190,7 +180,7 @@ pub fn hpa_matches(hpa: &HorizontalPodAutoscaler, scenario: &Scenario) -> Result
             metrics.iter().map(|m| &m.type_).collect::<Vec<_>>()
         )),
         Some(ext) => {
-            if ext.metric.name != want_metric {
+            if &ext.metric.name != want_metric {
                 wrong.push(format!(
                     "metric name {} (want {want_metric})",
                     ext.metric.name
@@ -208,16 +198,19 @@ pub fn hpa_matches(hpa: &HorizontalPodAutoscaler, scenario: &Scenario) -> Result
                     trig.scaled_job
                 ));
             }
-            let average = ext
-                .target
-                .average_value
-                .as_ref()
-                .and_then(|q| parse_quantity(&q.0));
-            if ext.target.type_ != "AverageValue" || average != Some(trig.target_query_value) {
+            let value = if target.metric_type == "Value" {
+                ext.target.value.as_ref()
+            } else {
+                ext.target.average_value.as_ref()
+            };
+            if ext.target.type_ != target.metric_type
+                || value.and_then(|q| parse_quantity(&q.0)) != Some(trig.target_query_value)
+            {
                 wrong.push(format!(
-                    "target {} {:?} (want AverageValue {})",
+                    "target {} {:?} (want {} {})",
                     ext.target.type_,
-                    ext.target.average_value.as_ref().map(|q| &q.0),
+                    value.map(|q| &q.0),
+                    target.metric_type,
                     trig.target_query_value
                 ));
             }
@@ -225,12 +218,13 @@ pub fn hpa_matches(hpa: &HorizontalPodAutoscaler, scenario: &Scenario) -> Result
     }
     if wrong.is_empty() {
         Ok(format!(
-            "{} -> {} {}: min {}, max {}, External {want_metric} AverageValue {}",
+            "{} -> {} {}: min {}, max {}, External {want_metric} {} {}",
             hpa.metadata.name.as_deref().unwrap_or_default(),
             target.kind,
             target.name,
             target.hpa_min_replicas(),
             target.max_replica_count,
+            target.metric_type,
             trig.target_query_value
         ))
     } else {
@@ -362,7 +356,7 @@ pub async fn evaluate<W: ScenarioWorld>(
             }
             let hpa = so.hpa().await;
             checks.push(Check {
-                name: format!("no HPA {}", hpa_name(&trig.scaled_job)),
+                name: format!("no HPA {}", target.hpa_name),
                 passed: matches!(hpa, Ok(None)),
                 detail: match &hpa {
                     Ok(None) => "none".into(),
@@ -404,7 +398,7 @@ pub async fn evaluate<W: ScenarioWorld>(
         }
         Outcome::Scales => {
             let hpa = poll(
-                &format!("HPA {}", hpa_name(&trig.scaled_job)),
+                &format!("HPA {}", target.hpa_name),
                 timing.first_signal,
                 tick,
                 || async {
@@ -432,7 +426,7 @@ pub async fn evaluate<W: ScenarioWorld>(
                     },
                 },
                 Err(e) => Check {
-                    name: format!("HPA {} created", hpa_name(&trig.scaled_job)),
+                    name: format!("HPA {} created", target.hpa_name),
                     passed: false,
                     detail: e.clone(),
                 },
@@ -466,7 +460,7 @@ pub async fn evaluate<W: ScenarioWorld>(
                     Err(e) => e.clone(),
                 },
             });
-            let metric = metric_name(0, "postgresql");
+            let metric = target.metric_name.clone();
             let value = poll(
                 &format!("external metric {metric} = {rows}"),
                 timing.first_signal,
@@ -575,9 +569,46 @@ mod tests {
         assert_eq!(parse_quantity("3q"), None);
     }
 
+    /// The HPA KEDA v2.15.0 writes for the scaledobject scenario (controllers/keda/hpa.go
+    /// newHPAForScaledObject, pkg/scalers/postgresql_scaler.go GetMetricSpecForScaling).
+    fn keda_hpa(
+        min: i32,
+        metric: &str,
+        target_type: &str,
+        average: &str,
+    ) -> HorizontalPodAutoscaler {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "keda-hpa-movie-worker-scaler", "namespace": "movie-api"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "movie-worker"},
+                "minReplicas": min,
+                "maxReplicas": 10,
+                "metrics": [{"type": "External", "external": {
+                    "metric": {"name": metric, "selector": {"matchLabels": {SCALED_OBJECT_LABEL: "movie-worker-scaler"}}},
+                    "target": {"type": target_type, "averageValue": average},
+                }}],
+            },
+        }))
+        .unwrap()
+    }
+
     #[test]
-    fn names_follow_keda() {
-        assert_eq!(hpa_name("orders"), "keda-hpa-orders");
-        assert_eq!(metric_name(0, "postgresql"), "s0-postgresql");
+    fn the_hpa_is_judged_against_keda_s_shape_and_each_difference_is_named() {
+        let s = Scenario::load("scaledobject").unwrap();
+        let ok = hpa_matches(&keda_hpa(1, "s0-postgresql", "AverageValue", "2"), &s).unwrap();
+        assert!(
+            ok.contains("min 1, max 10, External s0-postgresql AverageValue 2"),
+            "{ok}"
+        );
+        // KEDA writes quantities in milli form too ("2000m" is 2).
+        hpa_matches(&keda_hpa(1, "s0-postgresql", "AverageValue", "2000m"), &s).unwrap();
+        let bad = hpa_matches(&keda_hpa(0, "s1-postgresql", "Value", "3"), &s).unwrap_err();
+        for part in [
+            "minReplicas 0 (want 1)",
+            "metric name s1-postgresql",
+            "want AverageValue 2",
+        ] {
+            assert!(bad.contains(part), "{part}: {bad}");
+        }
     }
 }

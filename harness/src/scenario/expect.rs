@@ -129,6 +129,15 @@ pub(super) fn validate_for_trigger(
                         t.kind, t.name
                     )));
                 }
+                if e.replicas == Some(ReplicasExpectation::Computed(FromRows::FromRows))
+                    && t.metric_type != "AverageValue"
+                {
+                    return Err(field_err(i, "replicas", format!(
+                        "`from-rows` is the HPA's AverageValue formula, ceil(rows / targetQueryValue); the trigger's \
+                         metricType is {}: write the replica count",
+                        t.metric_type
+                    )));
+                }
                 if !e.then.is_empty() {
                     return Err(field_err(
                         i,

@@ -39,6 +39,13 @@ pub struct ScaleTarget {
     pub min_replica_count: u64,
     /// `spec.maxReplicaCount` (KEDA's default 100: `defaultHPAMaxReplicas`, apis/keda/v1alpha1).
     pub max_replica_count: u64,
+    /// The HPA KEDA creates: `spec.advanced.horizontalPodAutoscalerConfig.name`, else `keda-hpa-<ScaledObject>`
+    /// (`getHPAName`, controllers/keda/hpa.go).
+    pub hpa_name: String,
+    /// The trigger's external metric: `s<trigger index>-postgresql` (`GenerateMetricNameWithIndex`).
+    pub metric_name: String,
+    /// The trigger's `metricType`: `AverageValue` (KEDA's default, `GetMetricTargetType`) or `Value`.
+    pub metric_type: String,
 }
 
 impl ScaleTarget {
@@ -413,7 +420,13 @@ pub(super) fn trigger_facts(
         _ => None,
     };
     let scale_target = if kind == "ScaledObject" {
-        Some(scale_target(sj, docs, at, &name, &namespace, &in_doc)?)
+        let index = sj["spec"]["triggers"]
+            .as_sequence()
+            .and_then(|t| t.iter().position(|t| t["type"] == "postgresql"))
+            .unwrap_or(0);
+        Some(scale_target(
+            sj, &trig, index, docs, at, &name, &namespace, &in_doc,
+        )?)
     } else {
         None
     };
@@ -438,8 +451,11 @@ pub(super) fn trigger_facts(
 
 /// The ScaledObject's `scaleTargetRef` and replica bounds; the target must be among the manifests (a
 /// Deployment or StatefulSet in the same namespace), since the harness observes its replicas.
+#[allow(clippy::too_many_arguments)]
 fn scale_target(
     so: &Value,
+    trigger: &Value,
+    trigger_index: usize,
     docs: &[Value],
     at: usize,
     name: &str,
@@ -517,12 +533,34 @@ fn scale_target(
             ),
         ));
     }
+    let metric_type = match &trigger["metricType"] {
+        Value::Null => "AverageValue".to_string(),
+        Value::String(t) if t == "AverageValue" || t == "Value" => t.clone(),
+        v => {
+            return Err(in_doc(
+                at,
+                field(&format!("triggers[{trigger_index}].metricType")),
+                format!(
+                    "{} is not a metric type the postgresql scaler takes: `AverageValue` (the default) or `Value` \
+                     (KEDA refuses `Utilization` for external metrics, GetMetricTargetType)",
+                    shown(&str_field(v).unwrap_or_else(|| format!("{v:?}")))
+                ),
+            ))
+        }
+    };
+    let hpa_name = match &so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] {
+        Value::String(n) if !n.is_empty() => n.clone(),
+        _ => format!("keda-hpa-{name}"),
+    };
     Ok(ScaleTarget {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
         name: target_name.to_string(),
         min_replica_count,
         max_replica_count,
+        hpa_name,
+        metric_name: format!("s{trigger_index}-postgresql"),
+        metric_type,
     })
 }
 
@@ -800,6 +838,14 @@ mod tests {
         assert_eq!((t.kind.as_str(), t.name.as_str()), ("Deployment", "web"));
         assert_eq!((t.min_replica_count, t.max_replica_count), (0, 100));
         assert_eq!(t.hpa_min_replicas(), 1);
+        assert_eq!(
+            (
+                t.hpa_name.as_str(),
+                t.metric_name.as_str(),
+                t.metric_type.as_str()
+            ),
+            ("keda-hpa-so", "s0-postgresql", "AverageValue")
+        );
         let sts = DEPLOYMENT.replace("Deployment", "StatefulSet");
         let t = so_facts(
             &sts,

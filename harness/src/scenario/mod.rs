@@ -249,6 +249,9 @@ mod tests {
                 name: "movie-worker".into(),
                 min_replica_count: 0,
                 max_replica_count: 10,
+                hpa_name: "keda-hpa-movie-worker-scaler".into(),
+                metric_name: "s0-postgresql".into(),
+                metric_type: "AverageValue".into(),
             })
         );
         assert_eq!(t.target_query_value, 2.0);
