@@ -49,7 +49,7 @@ async fn scaledobject_scenario(#[case] keda: &str, #[case] observed: &str) {
         assert!(names.iter().any(|n| n.starts_with("no HPA")), "{names:?}");
     } else {
         for wanted in [
-            "KEDA's HPA: target, min/max, External metric and target value",
+            keda_harness::scaled_object::HPA_SHAPE_CHECK,
             "activation: KEDAScaleTargetActivated from 0 to 1",
             "the HPA (kube-controller-manager) scales Deployment movie-worker to 3",
         ] {

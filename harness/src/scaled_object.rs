@@ -33,6 +33,8 @@ use crate::scenario::{Expectation, Outcome, ScaleTarget, Scenario};
 
 /// The event KEDA records when it scales a target from zero (`eventreason.KEDAScaleTargetActivated`).
 pub const TARGET_ACTIVATED: &str = "KEDAScaleTargetActivated";
+/// The name of the check that KEDA's HPA has KEDA's shape (module docs).
+pub const HPA_SHAPE_CHECK: &str = "KEDA's HPA: target, min/max, External metric and target value";
 /// The label KEDA puts on the HPA's metric selector (`kedav1alpha1.ScaledObjectOwnerAnnotation`).
 pub const SCALED_OBJECT_LABEL: &str = "scaledobject.keda.sh/name";
 
@@ -411,20 +413,14 @@ pub async fn evaluate<W: ScenarioWorld>(
             )
             .await;
             checks.push(match &hpa {
-                Ok(h) => match hpa_matches(h, scenario) {
-                    Ok(d) => Check {
-                        name: "KEDA's HPA: target, min/max, External metric and AverageValue"
-                            .into(),
-                        passed: true,
-                        detail: d,
-                    },
-                    Err(d) => Check {
-                        name: "KEDA's HPA: target, min/max, External metric and AverageValue"
-                            .into(),
-                        passed: false,
-                        detail: d,
-                    },
-                },
+                Ok(h) => {
+                    let judged = hpa_matches(h, scenario);
+                    Check {
+                        name: HPA_SHAPE_CHECK.into(),
+                        passed: judged.is_ok(),
+                        detail: judged.unwrap_or_else(|d| d),
+                    }
+                }
                 Err(e) => Check {
                     name: format!("HPA {} created", target.hpa_name),
                     passed: false,
