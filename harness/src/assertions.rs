@@ -13,7 +13,7 @@ use crate::observe::{
 use crate::process::{wait_until, Poll};
 use crate::report::deciding::{explain, Decision, SeenError};
 use crate::report::{Check, DecidingError, TransientError};
-use crate::scenario::{Expectation, JobsExpectation, Outcome, Scenario};
+use crate::scenario::{Expectation, JobsExpectation, Outcome, ReplicasExpectation, Scenario};
 
 /// The event KEDA's scale handler records when a scaler fails.
 pub const SCALER_FAILED: &str = "KEDAScalerFailed";
@@ -114,9 +114,11 @@ fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
 
 /// Whether the expectation counts Jobs from the query's value (`jobs: from-rows`, here or in a step).
 fn needs_rows(e: &Expectation) -> bool {
-    std::iter::once(&e.jobs)
+    e.jobs
+        .iter()
         .chain(e.then.iter().map(|s| &s.jobs))
         .any(|j| matches!(j, JobsExpectation::Computed(_)))
+        || matches!(e.replicas, Some(ReplicasExpectation::Computed(_)))
 }
 
 /// The expectation in words, for `rows` (None: not known yet, with seed SQL before the run).
@@ -127,7 +129,7 @@ fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) ->
             Outcome::ScalerError => "scaler error, jobs from the query's value".into(),
         };
     };
-    let jobs = e.jobs.count(&scenario.trigger, rows);
+    let jobs = e.job_count(&scenario.trigger, rows);
     let mut s = match e.outcome {
         Outcome::Scales => format!("{jobs} jobs"),
         Outcome::ScalerError => format!("scaler error, {jobs} jobs"),
@@ -186,6 +188,17 @@ pub async fn evaluate<W: ScenarioWorld>(
     timing: Timing,
     applied_at: Instant,
 ) -> Evaluation {
+    if scenario.trigger.scale_target.is_some() {
+        return crate::scaled_object::evaluate(
+            world,
+            scenario,
+            expectation,
+            pgx,
+            timing,
+            applied_at,
+        )
+        .await;
+    }
     let seeded = world.seeded_rows().await;
     let expected = describe_for_rows(expectation, scenario, seeded.as_ref().ok().copied());
     let obs = world.observer();
@@ -210,7 +223,7 @@ pub async fn evaluate<W: ScenarioWorld>(
         // No expectation here counts from rows.
         Err(_) => 0,
     };
-    let want = expectation.jobs.count(&scenario.trigger, rows);
+    let want = expectation.job_count(&scenario.trigger, rows);
     let observed;
 
     match expectation.outcome {
@@ -349,7 +362,7 @@ pub async fn evaluate<W: ScenarioWorld>(
 
 /// Every error the run shows, read once at the end: events, the ScaledJob's conditions, the operator log.
 /// A source that cannot be read adds nothing (its failure is not an error of KEDA's).
-async fn errors_seen<W: ScenarioWorld>(world: &W) -> Vec<SeenError> {
+pub(crate) async fn errors_seen<W: ScenarioWorld>(world: &W) -> Vec<SeenError> {
     let obs = world.observer();
     let mut errors = match obs.events().await {
         Ok(events) => event_errors(&events),

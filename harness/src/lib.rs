@@ -6,6 +6,8 @@
 //! - `keda`: a KEDA release built from its Go module, its CRDs, and how to run its operator locally.
 //! - `images`: release binaries out of OCI images (KEDA operator, kube-apiserver, etcd), digest-checked and cached.
 //! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
+//! - `scaled_object`: what KEDA decides for a ScaledObject (its HPA, activation, the external metric) and how
+//!   it is judged.
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
 pub mod assertions;
@@ -24,4 +26,5 @@ pub mod postgres;
 pub mod prereq;
 pub mod process;
 pub mod report;
+pub mod scaled_object;
 pub mod scenario;

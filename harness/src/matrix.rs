@@ -114,6 +114,31 @@ pub async fn run_local_scenarios(
         .await
         .with_context(|| format!("obtaining the KEDA {} operator", e.version))?;
         eprintln!("    {} ({:.1} s)", release.origin, release.build_secs);
+        // A ScaledObject that should scale needs KEDA's metrics adapter of this release and, once,
+        // kube-controller-manager: built here, so the cells start with them cached.
+        let needs_hpa = scenarios.iter().any(|s| {
+            s.trigger.scale_target.is_some()
+                && s.expectation_for(&e.version.to_string())
+                    .is_ok_and(|x| x.outcome == crate::scenario::Outcome::Scales)
+        });
+        if needs_hpa {
+            let r = release.clone();
+            let t = Instant::now();
+            tokio::task::spawn_blocking(move || r.build_adapter())
+                .await?
+                .with_context(|| format!("building KEDA {}'s metrics adapter", e.version))?;
+            eprintln!(
+                "    metrics adapter ready ({:.1} s)",
+                t.elapsed().as_secs_f64()
+            );
+            let t = Instant::now();
+            tokio::task::spawn_blocking(crate::control_plane::build::ensure_controller_manager)
+                .await??;
+            eprintln!(
+                "    kube-controller-manager ready ({:.1} s)",
+                t.elapsed().as_secs_f64()
+            );
+        }
         releases.push(release);
     }
 

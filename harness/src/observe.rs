@@ -43,6 +43,11 @@ impl ScaledJobObserver {
         }
     }
 
+    /// The client it reads with (for observers of other objects of the same scenario).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// Jobs labelled `scaledjob.keda.sh/name=<name>` (how KEDA's own e2e tests count them).
     pub async fn jobs(&self) -> Result<Vec<Job>, kube::Error> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);

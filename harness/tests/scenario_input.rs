@@ -71,7 +71,7 @@ fn exercise(s: &Scenario) {
     for v in ["2.14.1", "2.15.0", "2.20.2"] {
         if let Ok(e) = s.expectation_for(v) {
             let mut total = s.planned_rows().unwrap_or(0);
-            let _ = e.jobs.count(&s.trigger, total);
+            let _ = e.job_count(&s.trigger, total);
             for step in &e.then {
                 total += step.add_rows;
                 assert!(total <= MAX_ROWS);

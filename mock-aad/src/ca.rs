@@ -102,6 +102,29 @@ impl TestCa {
         self.sign(params)
     }
 
+    /// A certificate for both ends of a mutual-TLS link (server and client authentication), as KEDA's own
+    /// certificate rotation issues one for the operator's gRPC metrics service and the metrics adapter, which
+    /// serves HTTPS and dials that service with the same key pair.
+    pub fn issue_server_and_client(&self, names: &[&str]) -> Result<IssuedCert, CaError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("keda-harness"),
+        );
+        params.distinguished_name = dn;
+        params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params)
+    }
+
     /// A client certificate; Kubernetes reads the user from CN and groups from O
     /// (e.g. `issue_client("admin", &["system:masters"])`).
     pub fn issue_client(

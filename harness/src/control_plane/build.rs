@@ -98,6 +98,83 @@ fn module_origin(cached: bool) -> crate::images::BinaryOrigin {
     }
 }
 
+/// kube-controller-manager of the same Kubernetes module, in the same cache folder (built on demand).
+pub fn controller_manager_path() -> PathBuf {
+    cache_dir().join("kube-controller-manager")
+}
+
+/// Build kube-controller-manager from `k8s.io/kubernetes` (the control-plane module's pins, as for
+/// kube-apiserver) unless cached; blocking (minutes when cold, most packages shared with kube-apiserver),
+/// progress on stderr. Only scenarios that need a controller (the HPA of a ScaledObject) ask for it.
+pub fn ensure_controller_manager() -> Result<PathBuf, BuildError> {
+    let out = controller_manager_path();
+    if out.is_file() {
+        return Ok(out);
+    }
+    let module = go_module_dir();
+    if !module.join("go.mod").is_file() {
+        return Err(BuildError::ModuleMissing(module));
+    }
+    if crate::prereq::which("go").is_none() {
+        return Err(BuildError::GoMissing);
+    }
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| BuildError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let lock = lock_cache(&dir)?;
+    if out.is_file() {
+        return Ok(out);
+    }
+    go_build(
+        "kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        &out,
+        &ldflags(),
+        &module,
+        &dir,
+    )?;
+    drop(lock);
+    Ok(out)
+}
+
+/// The version stamp Kubernetes' own build sets (hack/lib/version.sh), so `/version` says what runs.
+fn ldflags() -> String {
+    format!(
+        "-s -w -X k8s.io/component-base/version.gitVersion={v} -X k8s.io/component-base/version.gitMajor=1 \
+         -X k8s.io/component-base/version.gitMinor={minor}",
+        v = KUBERNETES_VERSION,
+        minor = KUBERNETES_VERSION
+            .trim_start_matches('v')
+            .split('.')
+            .nth(1)
+            .unwrap_or("0"),
+    )
+}
+
+/// One build per version at a time, across test processes; released when the file is dropped.
+fn lock_cache(dir: &Path) -> Result<File, BuildError> {
+    let lock_path = dir.join(".build.lock");
+    let lock = File::create(&lock_path).map_err(|source| BuildError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
+    // SAFETY: flock on an open descriptor; released when `lock` is closed.
+    let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !free {
+        progress(&format!(
+            "[control-plane] another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
+            lock_path.display()
+        ));
+        // SAFETY: as above; this one blocks until the other build releases the lock.
+        unsafe {
+            libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
+        }
+    }
+    Ok(lock)
+}
+
 /// Build kube-apiserver and etcd unless already cached; blocking (minutes when cold), progress on stderr.
 pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
     if let Some(bins) = cached() {
@@ -116,40 +193,15 @@ pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
         source,
     })?;
     // One build per version at a time, across test processes; the loser finds the binaries when it gets the lock.
-    let lock_path = dir.join(".build.lock");
-    let lock = File::create(&lock_path).map_err(|source| BuildError::Io {
-        path: lock_path.clone(),
-        source,
-    })?;
     let _span = tracing::info_span!("build_control_plane", version = KUBERNETES_VERSION).entered();
-    // SAFETY: flock on an open descriptor; released when `lock` is closed.
-    let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if !free {
-        progress(&format!(
-            "[control-plane] another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
-            lock_path.display()
-        ));
-        // SAFETY: as above; this one blocks until the other build releases the lock.
-        unsafe {
-            libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
-        }
-    }
+    let _lock = lock_cache(&dir)?;
     if let Some(bins) = cached() {
         return Ok(bins);
     }
     let mut bins = binaries_in(&dir);
     bins.kube_apiserver_origin = module_origin(false);
     bins.etcd_origin = module_origin(false);
-    let ldflags = format!(
-        "-s -w -X k8s.io/component-base/version.gitVersion={v} -X k8s.io/component-base/version.gitMajor=1 \
-         -X k8s.io/component-base/version.gitMinor={minor}",
-        v = KUBERNETES_VERSION,
-        minor = KUBERNETES_VERSION
-            .trim_start_matches('v')
-            .split('.')
-            .nth(1)
-            .unwrap_or("0"),
-    );
+    let ldflags = ldflags();
     for (what, package, out) in [
         ("etcd", "./cmd/etcd", &bins.etcd),
         (

@@ -11,7 +11,11 @@
 //! `system:service-account-issuer-discovery` to `system:unauthenticated`), so the Entra mock can check a federated
 //! assertion the way Entra does: fetch `/.well-known/openid-configuration`, then `jwks_uri`, trusting the run CA.
 //!
-//! What does not run, on purpose: no kubelet, no scheduler, no kube-controller-manager. Jobs and Pods are
+//! API aggregation is configured (front-proxy client certificate, request-header flags), so an aggregated API
+//! such as KEDA's metrics adapter (`external.metrics.k8s.io`) is served through this apiserver.
+//!
+//! What does not run, on purpose: no kubelet, no scheduler, and kube-controller-manager only on request
+//! ([`controller_manager`], with the controllers a scenario needs, e.g. the HPA). Jobs and Pods are
 //! created and stored but never run; KEDA's decision is the Job object, which is what the harness asserts.
 //! Without the namespace controller, deleting a namespace leaves it `Terminating` forever: tests use fresh
 //! names (every control plane is new and empty) instead of deleting namespaces. Without the garbage
@@ -22,6 +26,7 @@
 //! a temporary directory removed on drop.
 
 pub mod build;
+pub mod controller_manager;
 pub mod image;
 
 use std::net::TcpListener;
@@ -49,6 +54,9 @@ pub const AZURE_AD_TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// A test identity checked into the repository (like mock-aad's keys): RSA generation costs seconds in debug
 /// builds and the key only ever signs tokens for a loopback apiserver that lives for one test.
 const SERVICE_ACCOUNT_TEST_KEY: &str = include_str!("service-account-signing.test-key.pem");
+
+/// CN of the aggregator's front-proxy client certificate (`--requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 
 /// The ClusterRoleBinding that opens issuer discovery to anonymous clients.
 pub const ANONYMOUS_DISCOVERY_BINDING: &str =
@@ -192,6 +200,12 @@ impl LocalControlPlaneBuilder {
         let (etcd_cert, etcd_key) = ca
             .issue_server(&["127.0.0.1", "localhost"])?
             .write_to(&pki, "etcd-server")?;
+        // The aggregator's client certificate towards aggregated APIs (KEDA's metrics adapter): they trust the
+        // user it names in X-Remote-User only from this CN, signed by the requestheader CA
+        // (`extension-apiserver-authentication` ConfigMap, which the apiserver publishes from these flags).
+        let (front_proxy_cert, front_proxy_key) = ca
+            .issue_client(FRONT_PROXY_CLIENT, &[])?
+            .write_to(&pki, "front-proxy-client")?;
         let etcd_client = ca.issue_client("kube-apiserver-etcd-client", &[])?;
         let (etcd_client_cert, etcd_client_key) = etcd_client.write_to(&pki, "etcd-client")?;
         let sa_key = pki.join("service-account.key");
@@ -327,6 +341,15 @@ impl LocalControlPlaneBuilder {
                         // to a loopback address (which EndpointSlice validation rejects).
                         "--endpoint-reconciler-type=none",
                         "--allow-privileged=true",
+                        // API aggregation (external.metrics.k8s.io for KEDA's metrics adapter): the front-proxy
+                        // client certificate and the request-header rules, as kubeadm sets them.
+                        &format!("--requestheader-client-ca-file={}", ca_file.display()),
+                        &format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"),
+                        "--requestheader-username-headers=X-Remote-User",
+                        "--requestheader-group-headers=X-Remote-Group",
+                        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                        &format!("--proxy-client-cert-file={}", front_proxy_cert.display()),
+                        &format!("--proxy-client-key-file={}", front_proxy_key.display()),
                         "--profiling=false",
                         "--v=1",
                     ])

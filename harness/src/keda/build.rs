@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{BuildFailure, GoCommandFailure, KedaError, KedaRelease, OPERATOR_PACKAGE};
+use super::{
+    BuildFailure, GoCommandFailure, KedaError, KedaRelease, ADAPTER_PACKAGE, OPERATOR_PACKAGE,
+};
 use crate::catalog::{CatalogEntry, KEDA_MODULE};
 
 /// Name of the operator binary inside the version's folder.
@@ -19,6 +21,11 @@ const BINARY_NAME: &str = "keda-operator";
 /// Stamp holding the hash of every build input; the binary is reused while it matches.
 const STAMP_NAME: &str = "build-inputs.sha256";
 const LOG_NAME: &str = "build.log";
+/// The metrics adapter (keda-metrics-apiserver) beside the operator, from the same generated module.
+const ADAPTER_BINARY_NAME: &str = "keda-adapter";
+/// The adapter's stamp: the operator's input hash plus the adapter package (a new operator input rebuilds both).
+const ADAPTER_STAMP_NAME: &str = "adapter-build-inputs.sha256";
+const ADAPTER_LOG_NAME: &str = "build-adapter.log";
 /// Lines of go's output kept for the error message of a failed build.
 const ERROR_TAIL_LINES: usize = 40;
 /// How often a waiting build prints where it is.
@@ -121,6 +128,7 @@ impl KedaRelease {
             module_dir: dir.clone(),
             go: opts.go.clone(),
             go_env: go_env.clone(),
+            progress: opts.progress,
             from_cache,
             build_secs: started.elapsed().as_secs_f64(),
             origin: crate::images::BinaryOrigin::Module {
@@ -163,7 +171,7 @@ impl KedaRelease {
             .arg(format!("-ldflags={ldflags}"))
             .arg(OPERATOR_PACKAGE)
             .envs(go_env.iter().map(|(k, v)| (k, v)));
-        run_go_build(cmd, &dir.join(LOG_NAME), &progress, entry)?;
+        run_go_build(cmd, &dir.join(LOG_NAME), &progress, entry, "operator")?;
         std::fs::rename(&partial, &binary).map_err(|source| KedaError::Io {
             action: "moving the built operator to",
             path: binary.clone(),
@@ -200,6 +208,83 @@ impl KedaRelease {
             write_file(&dir.join("go.mod"), &go_mod)?;
         }
         Ok((dir, go_env(entry)))
+    }
+
+    /// Build (or reuse) KEDA's metrics adapter (`cmd/adapter`, the keda-metrics-apiserver image's program) in
+    /// the operator's generated module: same go.mod, replace pins, go env and ldflags, so it is the adapter of
+    /// exactly this operator, and most packages come warm from the operator's build. Cached beside the operator
+    /// (`keda-adapter`) under the same lock; only scenarios with a ScaledObject need it.
+    pub fn build_adapter(&self) -> Result<PathBuf, KedaError> {
+        let entry = &self.entry;
+        let started = Instant::now();
+        let progress = Progress {
+            enabled: self.progress,
+            label: entry.version.to_string(),
+            started,
+        };
+        let _span = tracing::info_span!("keda_adapter_build", version = %entry.version).entered();
+        let dir = &self.module_dir;
+        let _lock = lock_build_dir(dir, &progress)?;
+        let operator_stamp =
+            std::fs::read_to_string(dir.join(STAMP_NAME)).map_err(|source| KedaError::Io {
+                action: "reading the operator's build stamp (build the operator first)",
+                path: dir.join(STAMP_NAME),
+                source,
+            })?;
+        let inputs_hash = {
+            let mut h = Sha256::new();
+            h.update(operator_stamp.trim().as_bytes());
+            h.update([0]);
+            h.update(ADAPTER_PACKAGE.as_bytes());
+            hex::encode(h.finalize())
+        };
+        let binary = dir.join(ADAPTER_BINARY_NAME);
+        let stamp = dir.join(ADAPTER_STAMP_NAME);
+        let cached = std::fs::read_to_string(&stamp).ok();
+        if binary.is_file() && cached.as_deref().map(str::trim) == Some(&inputs_hash) {
+            progress.say(format!(
+                "cached metrics adapter {} (inputs unchanged)",
+                binary.display()
+            ));
+            return Ok(binary);
+        }
+        let _ = std::fs::remove_file(&stamp);
+        progress.say(format!(
+            "go build {ADAPTER_PACKAGE} (after the operator: a few minutes cold, most packages are shared)"
+        ));
+        let partial = dir.join(format!("{ADAPTER_BINARY_NAME}.partial"));
+        let mut cmd = Command::new(&self.go);
+        cmd.current_dir(dir)
+            .args(["build", "-v", "-o"])
+            .arg(&partial)
+            .arg(format!("-ldflags={}", ldflags(entry)))
+            .arg(ADAPTER_PACKAGE)
+            .envs(self.go_env.iter().map(|(k, v)| (k, v)));
+        run_go_build(
+            cmd,
+            &dir.join(ADAPTER_LOG_NAME),
+            &progress,
+            entry,
+            "metrics adapter",
+        )?;
+        std::fs::rename(&partial, &binary).map_err(|source| KedaError::Io {
+            action: "moving the built metrics adapter to",
+            path: binary.clone(),
+            source,
+        })?;
+        write_file(&stamp, &format!("{inputs_hash}\n"))?;
+        progress.say(format!(
+            "built {} in {:.0} s",
+            binary.display(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(binary)
+    }
+
+    /// The metrics adapter when it is built and current, without building it.
+    pub fn cached_adapter(&self) -> Option<PathBuf> {
+        let binary = self.module_dir.join(ADAPTER_BINARY_NAME);
+        binary.is_file().then_some(binary)
     }
 }
 
@@ -403,8 +488,9 @@ fn run_go_build(
     log_path: &Path,
     progress: &Progress,
     entry: &CatalogEntry,
+    program: &'static str,
 ) -> Result<(), KedaError> {
-    let _span = tracing::info_span!("go_build", version = %entry.version).entered();
+    let _span = tracing::info_span!("go_build", version = %entry.version, program).entered();
     let mut log = File::create(log_path).map_err(|source| KedaError::Io {
         action: "creating the build log",
         path: log_path.to_path_buf(),
@@ -416,7 +502,7 @@ fn run_go_build(
     // A recorded child: Ctrl-C or the harness dying stops the build too (the output goes to a `.partial` file, so
     // an interrupted build is never taken for a finished one).
     let mut child = crate::process::ManagedChild::spawn_piped(
-        format!("go build (KEDA {})", entry.version),
+        format!("go build (KEDA {} {program})", entry.version),
         cmd,
     )
     .map_err(|e| KedaError::GoMissing {
@@ -511,6 +597,7 @@ fn run_go_build(
     let tail = tail.join("\n");
     Err(KedaError::BuildFailed(Box::new(BuildFailure {
         version: entry.version.to_string(),
+        program,
         status: status.to_string(),
         elapsed_secs: build_started.elapsed().as_secs(),
         hint: hint_for(&tail, entry),

@@ -9,7 +9,9 @@
 //! - The kubeconfig comes from `KUBECONFIG` (controller-runtime's GetConfigOrDie).
 //! - The gRPC metrics service (for keda-metrics-apiserver) always starts and loads `ca.crt`, `tls.crt` and
 //!   `tls.key` from `--cert-dir` (default /certs); with cert rotation off (the default) a missing file stops the
-//!   manager. The harness writes a throwaway CA and server certificate there.
+//!   manager. The harness writes a throwaway CA and one certificate there, shaped like KEDA's own rotation makes
+//!   it (pkg/certificates: server and client authentication, the operator's and the metrics server's service
+//!   names): the metrics adapter ([`super::adapter`]) shares the folder, as both pods mount `kedaorg-certs`.
 //! - Ports: the health probe (`/healthz`, `/readyz`), the gRPC metrics service and the Prometheus metrics
 //!   endpoint default to fixed ports (:8081, :9666, :8080). Each launch gets free loopback ports so several
 //!   operators run side by side; Prometheus metrics are switched off. The webhook server (9443) is never started:
@@ -36,7 +38,7 @@ use crate::catalog::KedaVersion;
 
 /// Azure variables that must never reach the operator from the user's shell: the harness sets what a scenario
 /// needs explicitly, and a stray value could send a real token request or change the flow under test.
-const SCRUBBED_ENV: &[&str] = &[
+pub(crate) const SCRUBBED_ENV: &[&str] = &[
     "AZURE_CLIENT_ID",
     "AZURE_TENANT_ID",
     "AZURE_FEDERATED_TOKEN_FILE",
@@ -112,8 +114,9 @@ pub fn free_loopback_port() -> Result<u16, KedaError> {
     Ok(listener.local_addr().map_err(KedaError::Port)?.port())
 }
 
-/// A throwaway CA and a server certificate for the gRPC metrics service; nothing dials it in the local
-/// backend (there is no keda-metrics-apiserver), but the operator refuses to start without them.
+/// A throwaway CA and one certificate for the gRPC metrics service and the metrics adapter (which serves
+/// HTTPS with it and dials the operator with it: mutual TLS, `RequireAndVerifyClientCert` in KEDA's
+/// pkg/metricsservice/utils/tls.go). The operator refuses to start without them even when no adapter runs.
 fn write_metrics_service_certs(dir: &Path) -> Result<(), KedaError> {
     let certs_err = |message: String| KedaError::Certs {
         dir: dir.to_path_buf(),
@@ -122,8 +125,17 @@ fn write_metrics_service_certs(dir: &Path) -> Result<(), KedaError> {
     std::fs::create_dir_all(dir).map_err(|e| certs_err(e.to_string()))?;
     let ca = mock_aad::ca::TestCa::generate("keda-harness operator metrics-service CA")
         .map_err(|e| certs_err(e.to_string()))?;
+    // KEDA's rotation names the operator, webhook and metrics-server services (`--operator-service-name`
+    // keda-operator, `--metrics-server-service-name` keda-metrics-apiserver); the aggregator checks
+    // `<service>.<namespace>.svc`, the adapter dials the operator at 127.0.0.1.
     let server = ca
-        .issue_server(&["keda-operator", "keda-operator.keda.svc", "127.0.0.1"])
+        .issue_server_and_client(&[
+            "keda-operator",
+            "keda-operator.keda.svc",
+            super::adapter::METRICS_SERVER_SERVICE,
+            &format!("{}.keda.svc", super::adapter::METRICS_SERVER_SERVICE),
+            "127.0.0.1",
+        ])
         .map_err(|e| certs_err(e.to_string()))?;
     server
         .write_to(dir, "tls")

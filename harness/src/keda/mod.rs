@@ -9,6 +9,7 @@
 
 mod build;
 pub(crate) use build::module_dir_of_download;
+pub mod adapter;
 mod launch;
 mod source;
 
@@ -24,6 +25,8 @@ use crate::catalog::{CatalogEntry, KEDA_MODULE};
 
 /// The operator's main package inside the KEDA module.
 pub const OPERATOR_PACKAGE: &str = "github.com/kedacore/keda/v2/cmd/operator";
+/// The metrics adapter's main package (the keda-metrics-apiserver image runs it as `keda-adapter`).
+pub const ADAPTER_PACKAGE: &str = "github.com/kedacore/keda/v2/cmd/adapter";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KedaError {
@@ -64,10 +67,10 @@ pub struct GoCommandFailure {
     pub hint: String,
 }
 
-/// `go build` of the operator failed.
+/// `go build` of the operator (or the metrics adapter) failed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "building the KEDA {version} operator failed after {elapsed_secs} s ({status}).\n\
+    "building the KEDA {version} {program} failed after {elapsed_secs} s ({status}).\n\
      Last lines of go build:\n{tail}\n\
      What to do: {hint}\n\
      Full log: {}",
@@ -75,6 +78,8 @@ pub struct GoCommandFailure {
 )]
 pub struct BuildFailure {
     pub version: String,
+    /// `operator` or `metrics adapter`.
+    pub program: &'static str,
     pub status: String,
     pub elapsed_secs: u64,
     pub tail: String,
@@ -99,6 +104,8 @@ pub struct KedaRelease {
     module_dir: PathBuf,
     go: PathBuf,
     go_env: Vec<(String, String)>,
+    /// Print build progress lines (the [`BuildOptions::progress`] the release was built with).
+    progress: bool,
     /// True when this call reused a cached binary.
     pub from_cache: bool,
     /// Wall-clock seconds `build` took (cache check included).

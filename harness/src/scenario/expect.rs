@@ -17,7 +17,13 @@ pub struct Expectation {
     /// Text the scaler error must carry (a `KEDAScalerFailed` event message), for `scaler-error`.
     #[serde(default)]
     pub error_contains: Option<String>,
-    pub jobs: JobsExpectation,
+    /// Jobs of a ScaledJob scenario (required there, refused for a ScaledObject).
+    #[serde(default)]
+    pub jobs: Option<JobsExpectation>,
+    /// Replicas of a ScaledObject's scale target (required there, refused for a ScaledJob): what the HPA KEDA
+    /// created reaches, run by a real kube-controller-manager.
+    #[serde(default)]
+    pub replicas: Option<ReplicasExpectation>,
     pub token_requests: TokenRequests,
     #[serde(default)]
     pub then: Vec<Step>,
@@ -59,6 +65,113 @@ pub enum TokenRequests {
     AtLeastOne,
     #[serde(untagged)]
     Exactly(u64),
+}
+
+/// The `spec.replicas` a ScaledObject's scale target must reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReplicasExpectation {
+    /// An exact count.
+    Exactly(u64),
+    /// `from-rows`: what the HPA computes for an External AverageValue metric, ceil(rows / targetQueryValue),
+    /// within the HPA's bounds: KEDA's minReplicas is max(minReplicaCount, 1), maxReplicas maxReplicaCount.
+    Computed(FromRows),
+}
+
+impl ReplicasExpectation {
+    /// The replica count this expectation stands for (0 when the trigger is not on a ScaledObject).
+    pub fn count(&self, trigger: &TriggerFacts, rows: u64) -> u64 {
+        match self {
+            ReplicasExpectation::Exactly(n) => *n,
+            ReplicasExpectation::Computed(FromRows::FromRows) => {
+                let Some(t) = &trigger.scale_target else {
+                    return 0;
+                };
+                let wanted = (rows as f64 / trigger.target_query_value).ceil() as u64;
+                wanted.max(t.hpa_min_replicas()).min(t.max_replica_count)
+            }
+        }
+    }
+}
+
+impl Expectation {
+    /// The Job count of a ScaledJob expectation (0 when none is named: a ScaledObject creates no Jobs).
+    pub fn job_count(&self, trigger: &TriggerFacts, rows: u64) -> u64 {
+        self.jobs.map(|j| j.count(trigger, rows)).unwrap_or(0)
+    }
+}
+
+/// Each expectation names what its scaler kind produces: `jobs` for a ScaledJob, `replicas` for a
+/// ScaledObject (checked once the manifests are read).
+pub(super) fn validate_for_trigger(
+    path: &Path,
+    expect: &[Expectation],
+    trigger: &TriggerFacts,
+) -> Result<(), ScenarioError> {
+    let field_err = |i: usize, f: &str, message: String| ScenarioError::Field {
+        path: path.display().to_string(),
+        field: format!("expect[{i}].{f}"),
+        message,
+    };
+    for (i, e) in expect.iter().enumerate() {
+        match &trigger.scale_target {
+            Some(t) => {
+                if e.jobs.is_some() {
+                    return Err(field_err(i, "jobs", format!(
+                        "the trigger is on ScaledObject {} (it scales {} {}, it creates no Jobs): write `replicas:` \
+                         instead",
+                        trigger.scaled_job, t.kind, t.name
+                    )));
+                }
+                if e.replicas.is_none() {
+                    return Err(field_err(i, "replicas", format!(
+                        "missing: say what spec.replicas of {} {} reaches (a number, or `from-rows`)",
+                        t.kind, t.name
+                    )));
+                }
+                if e.replicas == Some(ReplicasExpectation::Computed(FromRows::FromRows))
+                    && t.metric_type != "AverageValue"
+                {
+                    return Err(field_err(i, "replicas", format!(
+                        "`from-rows` is the HPA's AverageValue formula, ceil(rows / targetQueryValue); the trigger's \
+                         metricType is {}: write the replica count",
+                        t.metric_type
+                    )));
+                }
+                if !e.then.is_empty() {
+                    return Err(field_err(
+                        i,
+                        "then",
+                        "follow-up steps are for ScaledJob scenarios; a ScaledObject \
+                         scenario checks one row count"
+                            .into(),
+                    ));
+                }
+            }
+            None => {
+                if e.replicas.is_some() {
+                    return Err(field_err(
+                        i,
+                        "replicas",
+                        format!(
+                        "the trigger is on ScaledJob {}, which creates Jobs: write `jobs:` instead",
+                        trigger.scaled_job
+                    ),
+                    ));
+                }
+                if e.jobs.is_none() {
+                    return Err(field_err(
+                        i,
+                        "jobs",
+                        "missing: say how many Jobs KEDA creates (a number, or \
+                         `from-rows`)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl JobsExpectation {
@@ -166,4 +279,56 @@ pub(super) fn select<'a>(
             expect.iter().map(|e| e.keda.as_str()).collect::<Vec<_>>().join(", ")
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_and_replicas_each_belong_to_their_kind() {
+        let so = crate::scenario::Scenario::load("scaledobject").unwrap();
+        let sj = crate::scenario::Scenario::load("seed").unwrap();
+        let path = Path::new("scenario.yaml");
+        let with = |e: &Expectation, jobs, replicas| Expectation {
+            jobs,
+            replicas,
+            ..e.clone()
+        };
+        let so_e = so.file.expect[1].clone();
+        let sj_e = sj.file.expect[1].clone();
+        let jobs = Some(JobsExpectation::Exactly(1));
+        let replicas = Some(ReplicasExpectation::Exactly(1));
+        for (exp, trigger, field, says) in [
+            (
+                with(&so_e, jobs, replicas),
+                &so.trigger,
+                "expect[0].jobs",
+                "write `replicas:`",
+            ),
+            (
+                with(&so_e, None, None),
+                &so.trigger,
+                "expect[0].replicas",
+                "missing",
+            ),
+            (
+                with(&sj_e, jobs, replicas),
+                &sj.trigger,
+                "expect[0].replicas",
+                "write `jobs:`",
+            ),
+            (
+                with(&sj_e, None, None),
+                &sj.trigger,
+                "expect[0].jobs",
+                "missing",
+            ),
+        ] {
+            let e = validate_for_trigger(path, &[exp], trigger)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains(says), "{e}");
+        }
+    }
 }

@@ -13,7 +13,10 @@ use super::{Knobs, Origin, ScenarioError, MAX_DOCUMENTS, MAX_POLLING_INTERVAL_SE
 #[derive(Debug, Clone, Serialize)]
 pub struct TriggerFacts {
     pub namespace: String,
+    /// Name of the ScaledJob — or of the ScaledObject when [`Self::scale_target`] is set.
     pub scaled_job: String,
+    /// The ScaledObject's scale target, when the trigger is on a ScaledObject (none for a ScaledJob).
+    pub scale_target: Option<ScaleTarget>,
     pub postgres: PostgresTrigger,
     /// `spec.podIdentity.provider` of the referenced TriggerAuthentication.
     pub pod_identity_provider: Option<String>,
@@ -23,6 +26,39 @@ pub struct TriggerFacts {
     pub max_replica_count: u64,
     pub polling_interval_seconds: u64,
 }
+
+/// What a ScaledObject scales, and its replica bounds as KEDA reads them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScaleTarget {
+    /// `spec.scaleTargetRef.apiVersion` (KEDA's default `apps/v1`).
+    pub api_version: String,
+    /// `spec.scaleTargetRef.kind` (KEDA's default `Deployment`).
+    pub kind: String,
+    pub name: String,
+    /// `spec.minReplicaCount` (KEDA's default 0).
+    pub min_replica_count: u64,
+    /// `spec.maxReplicaCount` (KEDA's default 100: `defaultHPAMaxReplicas`, apis/keda/v1alpha1).
+    pub max_replica_count: u64,
+    /// The HPA KEDA creates: `spec.advanced.horizontalPodAutoscalerConfig.name`, else `keda-hpa-<ScaledObject>`
+    /// (`getHPAName`, controllers/keda/hpa.go).
+    pub hpa_name: String,
+    /// The trigger's external metric: `s<trigger index>-postgresql` (`GenerateMetricNameWithIndex`).
+    pub metric_name: String,
+    /// The trigger's `metricType`: `AverageValue` (KEDA's default, `GetMetricTargetType`) or `Value`.
+    pub metric_type: String,
+}
+
+impl ScaleTarget {
+    /// The HPA's minReplicas as KEDA sets it: `GetHPAMinReplicas` is minReplicaCount when > 0, else 1
+    /// (apis/keda/v1alpha1/scaledobject_types.go, v2.15.0 .. v2.21.0).
+    pub fn hpa_min_replicas(&self) -> u64 {
+        self.min_replica_count.max(1)
+    }
+}
+
+/// The kinds a ScaledObject of a scenario may scale: objects with a `/scale` subresource the harness's
+/// control plane serves without a kubelet.
+const SCALE_TARGET_KINDS: [&str; 2] = ["Deployment", "StatefulSet"];
 
 /// The postgresql trigger's connection fields.
 #[derive(Debug, Clone, Serialize)]
@@ -213,7 +249,7 @@ pub(super) fn trigger_facts(
     origins: &[Origin],
 ) -> Result<TriggerFacts, ScenarioError> {
     let found = docs.iter().position(|d| {
-        d["kind"] == "ScaledJob"
+        (d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject")
             && d["spec"]["triggers"]
                 .as_sequence()
                 .is_some_and(|t| t.iter().any(|t| t["type"] == "postgresql"))
@@ -222,11 +258,13 @@ pub(super) fn trigger_facts(
         return Err(ScenarioError::Field {
             path: scenario_path.display().to_string(),
             field: "manifests".into(),
-            message: "no ScaledJob with a `type: postgresql` trigger in the manifests; add the customer's ScaledJob"
+            message: "no ScaledJob or ScaledObject with a `type: postgresql` trigger in the manifests; add the \
+                      customer's ScaledJob or ScaledObject"
                 .into(),
         });
     };
     let sj = &docs[at];
+    let kind = sj["kind"].as_str().unwrap_or_default().to_string();
     let in_doc = |at: usize, field: String, message: String| ScenarioError::ManifestField {
         path: origins[at].path.display().to_string(),
         index: origins[at].index,
@@ -247,7 +285,7 @@ pub(super) fn trigger_facts(
         .cloned()
         .unwrap_or_default();
     let md = &trig["metadata"];
-    let md_field = |k: &str| format!("ScaledJob {name}: spec.triggers[postgresql].metadata.{k}");
+    let md_field = |k: &str| format!("{kind} {name}: spec.triggers[postgresql].metadata.{k}");
     let sj_err = |k: &str, message: String| in_doc(at, md_field(k), message);
     let get = |k: &str| str_field(&md[k]);
     let required = |k: &str| {
@@ -336,7 +374,7 @@ pub(super) fn trigger_facts(
             .ok_or_else(|| {
                 in_doc(
                     at,
-                    format!("ScaledJob {name}: spec.pollingInterval"),
+                    format!("{kind} {name}: spec.pollingInterval"),
                     match v.as_u64() {
                         Some(s) => polling_message(s),
                         None => format!("{} is not a number of seconds", shown(&format!("{v:?}"))),
@@ -356,7 +394,7 @@ pub(super) fn trigger_facts(
     if let (Some(a), None) = (auth_name, auth_at) {
         return Err(in_doc(
             at,
-            format!("ScaledJob {name}: spec.triggers[postgresql].authenticationRef.name"),
+            format!("{kind} {name}: spec.triggers[postgresql].authenticationRef.name"),
             format!("names TriggerAuthentication `{a}`, which is not in the manifests; add it"),
         ));
     }
@@ -381,31 +419,170 @@ pub(super) fn trigger_facts(
         }
         _ => None,
     };
+    let scale_target = if kind == "ScaledObject" {
+        let index = sj["spec"]["triggers"]
+            .as_sequence()
+            .and_then(|t| t.iter().position(|t| t["type"] == "postgresql"))
+            .unwrap_or(0);
+        Some(scale_target(
+            sj, &trig, index, docs, at, &name, &namespace, &in_doc,
+        )?)
+    } else {
+        None
+    };
+    let max_replica_count = match &scale_target {
+        Some(t) => t.max_replica_count,
+        None => sj["spec"]["maxReplicaCount"].as_u64().unwrap_or(100),
+    };
     Ok(TriggerFacts {
         namespace,
         scaled_job: name,
+        scale_target,
         postgres,
         pod_identity_provider: pod_identity
             .and_then(|p| p["provider"].as_str())
             .map(String::from),
         identity_id,
         target_query_value,
-        max_replica_count: sj["spec"]["maxReplicaCount"].as_u64().unwrap_or(100),
+        max_replica_count,
         polling_interval_seconds,
     })
 }
+
+/// The ScaledObject's `scaleTargetRef` and replica bounds; the target must be among the manifests (a
+/// Deployment or StatefulSet in the same namespace), since the harness observes its replicas.
+#[allow(clippy::too_many_arguments)]
+fn scale_target(
+    so: &Value,
+    trigger: &Value,
+    trigger_index: usize,
+    docs: &[Value],
+    at: usize,
+    name: &str,
+    namespace: &str,
+    in_doc: &dyn Fn(usize, String, String) -> ScenarioError,
+) -> Result<ScaleTarget, ScenarioError> {
+    let field = |f: &str| format!("ScaledObject {name}: spec.{f}");
+    let r = &so["spec"]["scaleTargetRef"];
+    let target_name = r["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            in_doc(
+                at,
+                field("scaleTargetRef.name"),
+                "missing: name the Deployment (or StatefulSet) the ScaledObject scales".into(),
+            )
+        })?;
+    let kind = r["kind"].as_str().unwrap_or("Deployment");
+    let api_version = r["apiVersion"].as_str().unwrap_or("apps/v1");
+    if !SCALE_TARGET_KINDS.contains(&kind) || api_version != "apps/v1" {
+        return Err(in_doc(
+            at,
+            field("scaleTargetRef"),
+            format!(
+                "{} {} is not a scale target the harness serves: use an apps/v1 {}",
+                shown(api_version),
+                shown(kind),
+                SCALE_TARGET_KINDS.join(" or ")
+            ),
+        ));
+    }
+    let present = docs.iter().any(|d| {
+        d["kind"] == kind
+            && d["metadata"]["name"] == target_name
+            && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace
+    });
+    if !present {
+        return Err(in_doc(
+            at,
+            field("scaleTargetRef.name"),
+            format!(
+                "names {kind} {} in namespace {namespace}, which is not in the manifests; add it",
+                shown(target_name)
+            ),
+        ));
+    }
+    let count = |f: &str, default: u64| -> Result<u64, ScenarioError> {
+        match &so["spec"][f] {
+            Value::Null => Ok(default),
+            v => v
+                .as_u64()
+                .filter(|n| *n <= MAX_REPLICA_COUNT)
+                .ok_or_else(|| {
+                    in_doc(
+                        at,
+                        field(f),
+                        format!(
+                            "{} is not a replica count (0 to {MAX_REPLICA_COUNT})",
+                            shown(&format!("{v:?}"))
+                        ),
+                    )
+                }),
+        }
+    };
+    let min_replica_count = count("minReplicaCount", 0)?;
+    let max_replica_count = count("maxReplicaCount", 100)?;
+    if max_replica_count == 0 || min_replica_count > max_replica_count {
+        return Err(in_doc(
+            at,
+            field("maxReplicaCount"),
+            format!(
+                "minReplicaCount {min_replica_count} and maxReplicaCount {max_replica_count}: KEDA refuses a \
+                 ScaledObject whose minimum is above its maximum (CheckReplicaCountBoundsAreValid)"
+            ),
+        ));
+    }
+    let metric_type = match &trigger["metricType"] {
+        Value::Null => "AverageValue".to_string(),
+        Value::String(t) if t == "AverageValue" || t == "Value" => t.clone(),
+        v => {
+            return Err(in_doc(
+                at,
+                field(&format!("triggers[{trigger_index}].metricType")),
+                format!(
+                    "{} is not a metric type the postgresql scaler takes: `AverageValue` (the default) or `Value` \
+                     (KEDA refuses `Utilization` for external metrics, GetMetricTargetType)",
+                    shown(&str_field(v).unwrap_or_else(|| format!("{v:?}")))
+                ),
+            ))
+        }
+    };
+    let hpa_name = match &so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] {
+        Value::String(n) if !n.is_empty() => n.clone(),
+        _ => format!("keda-hpa-{name}"),
+    };
+    Ok(ScaleTarget {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        name: target_name.to_string(),
+        min_replica_count,
+        max_replica_count,
+        hpa_name,
+        metric_name: format!("s{trigger_index}-postgresql"),
+        metric_type,
+    })
+}
+
+/// Replica counts above this are refused when a scenario loads: the HPA's maxReplicas is an int32, and a
+/// scenario with no kubelet never needs more.
+pub const MAX_REPLICA_COUNT: u64 = 10_000;
 
 pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<ManifestChange>) {
     let mut out = docs.to_vec();
     let mut changes = Vec::new();
     if let Some(pi) = knobs.polling_interval_seconds {
-        for d in out.iter_mut().filter(|d| d["kind"] == "ScaledJob") {
+        for d in out
+            .iter_mut()
+            .filter(|d| d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject")
+        {
             let before = d["spec"]["pollingInterval"].as_u64().unwrap_or(30);
             if before != pi {
                 d["spec"]["pollingInterval"] = Value::from(pi);
                 changes.push(ManifestChange {
                     object: format!(
-                        "ScaledJob {}",
+                        "{} {}",
+                        d["kind"].as_str().unwrap_or_default(),
                         d["metadata"]["name"].as_str().unwrap_or_default()
                     ),
                     field: "spec.pollingInterval".into(),
@@ -633,6 +810,116 @@ mod tests {
             "      authenticationRef: {name: a}\n    - type: cron\n      metadata: {timezone: UTC, start: 0 6 * * *, end: 0 20 * * *, desiredReplicas: \"1\"}\n",
         );
         facts(&cron).unwrap();
+    }
+
+    const AUTH_AND_SO: &str = "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {name: a, namespace: n}\nspec:\n  podIdentity: {provider: azure-workload, identityId: 3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41}\n---\nTARGET---\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: so, namespace: n}\nspec:\n  scaleTargetRef: REF\nBOUNDS  triggers:\n    - type: postgresql\n      metadata: {host: h.example, userName: u, dbName: d, query: q}\n      authenticationRef: {name: a}\n";
+    const DEPLOYMENT: &str =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: n}\nspec: {}\n";
+
+    fn so_facts(
+        target: &str,
+        reference: &str,
+        bounds: &str,
+    ) -> Result<TriggerFacts, ScenarioError> {
+        facts(
+            &AUTH_AND_SO
+                .replace("TARGET", target)
+                .replace("REF", reference)
+                .replace("BOUNDS", bounds),
+        )
+    }
+
+    #[test]
+    fn a_scaled_object_names_its_target_and_keda_s_default_bounds() {
+        let t = so_facts(DEPLOYMENT, "{name: web}", "")
+            .unwrap()
+            .scale_target
+            .unwrap();
+        assert_eq!((t.kind.as_str(), t.name.as_str()), ("Deployment", "web"));
+        assert_eq!((t.min_replica_count, t.max_replica_count), (0, 100));
+        assert_eq!(t.hpa_min_replicas(), 1);
+        assert_eq!(
+            (
+                t.hpa_name.as_str(),
+                t.metric_name.as_str(),
+                t.metric_type.as_str()
+            ),
+            ("keda-hpa-so", "s0-postgresql", "AverageValue")
+        );
+        let sts = DEPLOYMENT.replace("Deployment", "StatefulSet");
+        let t = so_facts(
+            &sts,
+            "{name: web, kind: StatefulSet}",
+            "  minReplicaCount: 2\n  maxReplicaCount: 4\n",
+        )
+        .unwrap()
+        .scale_target
+        .unwrap();
+        assert_eq!(
+            (
+                t.min_replica_count,
+                t.max_replica_count,
+                t.hpa_min_replicas()
+            ),
+            (2, 4, 2)
+        );
+    }
+
+    #[test]
+    fn a_scaled_object_whose_target_is_missing_or_unserved_or_bounds_wrong_is_named() {
+        let cases = [
+            (
+                DEPLOYMENT,
+                "{name: other}",
+                "",
+                "scaleTargetRef.name",
+                "not in the manifests",
+            ),
+            (
+                DEPLOYMENT,
+                "{kind: Deployment}",
+                "",
+                "scaleTargetRef.name",
+                "missing",
+            ),
+            (
+                DEPLOYMENT,
+                "{name: web, kind: Rollout, apiVersion: argoproj.io/v1alpha1}",
+                "",
+                "scaleTargetRef",
+                "not a scale target",
+            ),
+            (
+                DEPLOYMENT,
+                "{name: web}",
+                "  minReplicaCount: 5\n  maxReplicaCount: 2\n",
+                "maxReplicaCount",
+                "above its maximum",
+            ),
+            (
+                DEPLOYMENT,
+                "{name: web}",
+                "  maxReplicaCount: -1\n",
+                "maxReplicaCount",
+                "not a replica count",
+            ),
+            (
+                DEPLOYMENT,
+                "{name: web}",
+                "  maxReplicaCount: \"ten\"\n",
+                "maxReplicaCount",
+                "not a replica count",
+            ),
+        ];
+        for (target, reference, bounds, field, says) in cases {
+            let e = so_facts(target, reference, bounds).unwrap_err().to_string();
+            assert!(
+                e.contains("m.yaml: document 2")
+                    && e.contains(&format!("ScaledObject so: spec.{field}"))
+                    && e.contains(says),
+                "{reference} {bounds}: {e}"
+            );
+        }
     }
 
     #[test]

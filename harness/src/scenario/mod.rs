@@ -13,8 +13,10 @@ mod redact;
 mod validate;
 
 pub use data::SeedSource;
-pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
-pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
+pub use expect::{Expectation, JobsExpectation, Outcome, ReplicasExpectation, TokenRequests};
+pub use manifests::{
+    ManifestChange, PostgresTrigger, ScaleTarget, TriggerFacts, MAX_REPLICA_COUNT,
+};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
 pub use nesting::MAX_FLOW_DEPTH;
 pub use redact::{
@@ -127,6 +129,7 @@ impl Scenario {
             }
         }
         let trigger = manifests::trigger_facts(&path, &documents, &origins)?;
+        expect::validate_for_trigger(&path, &file.expect, &trigger)?;
         let seed = data::seed_source(&path, &dir, &file.data, &trigger, &file.expect)?;
         Ok(Self {
             name: file.name.clone(),
@@ -259,6 +262,40 @@ mod tests {
             s.expectation_for("2.20.2").unwrap().outcome,
             Outcome::Scales
         );
+    }
+
+    #[test]
+    fn the_scaledobject_scenario_reads_the_target_and_bounds_from_the_manifests() {
+        let s = Scenario::load("scaledobject").unwrap();
+        let t = &s.trigger;
+        assert_eq!(t.scaled_job, "movie-worker-scaler");
+        assert_eq!(
+            t.scale_target,
+            Some(ScaleTarget {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "movie-worker".into(),
+                min_replica_count: 0,
+                max_replica_count: 10,
+                hpa_name: "keda-hpa-movie-worker-scaler".into(),
+                metric_name: "s0-postgresql".into(),
+                metric_type: "AverageValue".into(),
+            })
+        );
+        assert_eq!(t.target_query_value, 2.0);
+        assert_eq!(t.postgres.host, "postgres.postgres.database.azure.com");
+        let fixed = s.expectation_for("2.15.0").unwrap();
+        // min(max(ceil(5 / 2), max(minReplicaCount, 1)), maxReplicaCount) = 3.
+        assert_eq!(fixed.replicas.unwrap().count(t, s.planned_rows().unwrap_or(0)), 3);
+        assert_eq!(fixed.replicas.unwrap().count(t, 0), 1);
+        assert_eq!(fixed.replicas.unwrap().count(t, 100), 10);
+        let (docs, changes) = s.manifests_to_apply();
+        assert!(changes
+            .iter()
+            .any(|c| c.object == "ScaledObject movie-worker-scaler"
+                && c.field == "spec.pollingInterval"));
+        let so = docs.iter().find(|d| d["kind"] == "ScaledObject").unwrap();
+        assert_eq!(so["spec"]["pollingInterval"], serde_yaml::Value::from(5u64));
     }
 
     #[test]

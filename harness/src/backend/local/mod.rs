@@ -13,6 +13,7 @@
 //!
 //! Jobs are created but never run (no kubelet): assertions are on Job objects, which is what KEDA decides.
 
+mod hpa;
 mod install;
 mod world;
 

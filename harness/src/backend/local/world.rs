@@ -42,7 +42,8 @@ pub struct StandUpOptions {
 
 /// A running local world for one scenario on one KEDA version.
 pub struct LocalWorld {
-    // Field order is drop order: the operator stops first, the control plane last.
+    // Field order is drop order: the HPA pipeline and the operator stop first, the control plane last.
+    hpa: Option<super::hpa::HpaPipeline>,
     operator: ManagedChild,
     token_refresher: tokio::task::JoinHandle<()>,
     egress: EgressPlan,
@@ -52,6 +53,8 @@ pub struct LocalWorld {
     postgres: LocalPostgres,
     control_plane: LocalControlPlane,
     observer: ScaledJobObserver,
+    /// (namespace, ScaledObject, its target) when the trigger is on a ScaledObject.
+    observer_scale_target: Option<(String, String, crate::scenario::ScaleTarget)>,
     client_id: String,
     applied: Vec<serde_yaml::Value>,
     changes: Vec<ManifestChange>,
@@ -242,6 +245,19 @@ impl LocalWorld {
         .await
         .map_err(|e| anyhow!("{e}\noperator log tail:\n{}", operator.log_tail(3000)))?;
         check_sealed(&operator, &egress)?;
+        // A ScaledObject that should scale: KEDA's metrics adapter and a real HPA controller, so the HPA KEDA
+        // creates is served its metric and acts (a scaler error creates no HPA: nothing to run then).
+        let expects_scaling = scenario
+            .expectation_for(&release.entry().version.to_string())
+            .is_ok_and(|e| e.outcome == crate::scenario::Outcome::Scales);
+        let hpa = if trig.scale_target.is_some() && expects_scaling {
+            let pipeline =
+                super::hpa::start(release, &launch, &mut egress, &control_plane, &wd, &say).await?;
+            check_sealed(&pipeline.adapter, &egress)?;
+            Some(pipeline)
+        } else {
+            None
+        };
 
         let (applied, changes) = scenario.manifests_to_apply();
         say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s", applied.len(), changes.len(), t0.elapsed().as_secs_f64()));
@@ -262,6 +278,7 @@ impl LocalWorld {
         let applied_at = Instant::now();
         let observer = ScaledJobObserver::new(client, &trig.namespace, &trig.scaled_job);
         Ok(Self {
+            hpa,
             operator,
             token_refresher,
             egress,
@@ -271,6 +288,10 @@ impl LocalWorld {
             postgres,
             control_plane,
             observer,
+            observer_scale_target: trig
+                .scale_target
+                .clone()
+                .map(|t| (trig.namespace.clone(), trig.scaled_job.clone(), t)),
             client_id,
             applied,
             changes,
@@ -334,13 +355,15 @@ impl LocalWorld {
             events.unwrap_or_else(|e| format!("listing events failed: {e}")),
         )?;
         // As the API returns it: managedFields, the last-applied copy and env values go by the typed rules.
-        let sj = self.observer.scaled_job().await.map(|o| {
-            serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
-        });
-        w(
-            "scaledjob.yaml",
-            sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
-        )?;
+        if self.observer_scale_target.is_none() {
+            let sj = self.observer.scaled_job().await.map(|o| {
+                serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
+            });
+            w(
+                "scaledjob.yaml",
+                sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
+            )?;
+        }
         w(
             "entra-journal.json",
             serde_json::to_string_pretty(&self.entra.journal())?,
@@ -360,6 +383,42 @@ impl LocalWorld {
             .map(|d| serde_yaml::to_string(&redact(d)).unwrap_or_default())
             .collect();
         w("applied-manifests.yaml", manifests.join("---\n"))?;
+        if let Some(target) = &self.observer_scale_target {
+            let so = crate::scaled_object::ScaledObjectObserver::new(
+                self.control_plane.client(),
+                &target.0,
+                &target.1,
+                &target.2,
+            );
+            let hpa = so.hpa().await.map(|h| {
+                h.map(|h| {
+                    serde_yaml::to_string(&crate::scenario::redact_object_value(&h))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_else(|| "no HPA\n".into())
+            });
+            w(
+                "hpa.yaml",
+                hpa.unwrap_or_else(|e| format!("reading the HPA failed: {e}")),
+            )?;
+            let so_yaml = so.scaled_object().await.map(|o| {
+                serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
+            });
+            w(
+                "scaledobject.yaml",
+                so_yaml.unwrap_or_else(|e| format!("reading the ScaledObject failed: {e}")),
+            )?;
+        }
+        if let Some(hpa) = &self.hpa {
+            w(
+                "keda-adapter.log",
+                tail_file(hpa.adapter.log_path(), 200_000),
+            )?;
+            w(
+                "kube-controller-manager.log",
+                tail_file(hpa.controller_manager.log_path(), 200_000),
+            )?;
+        }
         let (apiserver, etcd) = self.control_plane.log_paths();
         w("kube-apiserver.log", tail_file(apiserver, 200_000))?;
         w("etcd.log", tail_file(etcd, 50_000))?;
