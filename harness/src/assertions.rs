@@ -129,6 +129,9 @@ fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) ->
     };
     let jobs = e.jobs.count(&scenario.trigger, rows);
     let mut s = match e.outcome {
+        Outcome::Scales if e.transient_error.is_some() => {
+            format!("{jobs} jobs (transient error ok)")
+        }
         Outcome::Scales => format!("{jobs} jobs"),
         Outcome::ScalerError => format!("scaler error, {jobs} jobs"),
     };
@@ -309,6 +312,9 @@ pub async fn evaluate<W: ScenarioWorld>(
                     )
                 }),
             });
+            if let Some(text) = &expectation.transient_error {
+                checks.push(transient_errors_check(&events, text));
+            }
             for step in &expectation.then {
                 total_rows += step.add_rows;
                 let step_want = step.jobs.count(&scenario.trigger, total_rows);
@@ -364,6 +370,27 @@ async fn errors_seen<W: ScenarioWorld>(world: &W) -> Vec<SeenError> {
     }
     errors.extend(operator_log_errors(&world.operator_log()));
     errors
+}
+
+/// For a `scales` expectation that tolerates a transient error: every `KEDAScalerFailed` event carries
+/// `text`. The count is in the detail, so a run shows whether the race happened this time.
+fn transient_errors_check(events: &[ObservedEvent], text: &str) -> Check {
+    let failures = scaler_failures(events);
+    let (tolerated, other): (Vec<&ObservedEvent>, Vec<&ObservedEvent>) =
+        failures.iter().partition(|e| e.message.contains(text));
+    let seen: i32 = tolerated.iter().map(|e| e.count.max(1)).sum();
+    Check {
+        name: format!("scaler errors before scaling, if any, carry `{text}`"),
+        passed: other.is_empty(),
+        detail: match other.first() {
+            Some(e) => format!("another scaler error: {}", e.message),
+            None if seen == 0 => "none this run (the race did not happen)".into(),
+            None => format!(
+                "{seen} tolerated, then KEDA scaled: {}",
+                tolerated[0].message
+            ),
+        },
+    }
 }
 
 /// Wait for `want` Jobs, then watch one more polling interval that KEDA does not create more.

@@ -19,6 +19,12 @@ pub struct TriggerFacts {
     pub pod_identity_provider: Option<String>,
     /// `spec.podIdentity.identityId`: the client id KEDA sends to Entra.
     pub identity_id: Option<String>,
+    /// `authenticationRef.kind` as KEDA reads it (`TriggerAuthentication` when absent or empty), when the
+    /// trigger names an authentication at all.
+    pub auth_kind: Option<String>,
+    /// The Secret key that the referenced (Cluster)TriggerAuthentication's `secretTargetRef` gives KEDA as the
+    /// scaler's `password` parameter.
+    pub password_secret: Option<SecretKeyRef>,
     pub target_query_value: f64,
     pub max_replica_count: u64,
     pub polling_interval_seconds: u64,
@@ -34,6 +40,22 @@ pub struct PostgresTrigger {
     pub sslmode: String,
     pub query: String,
 }
+
+/// A key of a Secret, where KEDA reads it for a `secretTargetRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretKeyRef {
+    /// The TriggerAuthentication's namespace, or for a ClusterTriggerAuthentication KEDA's cluster object
+    /// namespace ([`CLUSTER_OBJECT_NAMESPACE`]).
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+/// Where KEDA reads the Secrets of a ClusterTriggerAuthentication: `KEDA_CLUSTER_OBJECT_NAMESPACE`
+/// (`getTriggerAuthSpec` in pkg/scaling/resolver/scale_resolvers.go returns `util.GetClusterObjectNamespace()`
+/// for that kind, v2.14.1 to v2.21.0), which the Helm chart sets to the release namespace and the harness's
+/// launch sets to `keda`.
+pub const CLUSTER_OBJECT_NAMESPACE: &str = "keda";
 
 /// One change the harness made to a user's manifest (listed in every report).
 #[derive(Debug, Clone, Serialize)]
@@ -345,21 +367,65 @@ pub(super) fn trigger_facts(
             })?,
     };
     let auth_name = trig["authenticationRef"]["name"].as_str();
+    // KEDA's getTriggerAuthSpec: an absent or empty kind is a TriggerAuthentication in the ScaledJob's
+    // namespace, `ClusterTriggerAuthentication` a cluster-scoped one, anything else "unknown trigger auth kind".
+    let auth_kind = auth_name.map(|_| match trig["authenticationRef"]["kind"].as_str() {
+        None | Some("") => "TriggerAuthentication".to_string(),
+        Some(k) => k.to_string(),
+    });
+    let auth_ref_field = format!("ScaledJob {name}: spec.triggers[postgresql].authenticationRef");
+    if let Some(k) = auth_kind.as_deref() {
+        if k != "TriggerAuthentication" && k != "ClusterTriggerAuthentication" {
+            return Err(in_doc(
+                at,
+                format!("{auth_ref_field}.kind"),
+                format!(
+                    "{} is not a kind KEDA resolves (it logs \"unknown trigger auth kind\" and builds the scaler with \
+                     no authentication); write `TriggerAuthentication` or `ClusterTriggerAuthentication`",
+                    shown(k)
+                ),
+            ));
+        }
+    }
     let auth_at = auth_name.and_then(|a| {
-        docs.iter().position(|d| {
-            (d["kind"] == "TriggerAuthentication"
-                && d["metadata"]["name"] == a
-                && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace)
-                || (d["kind"] == "ClusterTriggerAuthentication" && d["metadata"]["name"] == a)
+        docs.iter().position(|d| match auth_kind.as_deref() {
+            Some("ClusterTriggerAuthentication") => {
+                d["kind"] == "ClusterTriggerAuthentication" && d["metadata"]["name"] == a
+            }
+            _ => {
+                d["kind"] == "TriggerAuthentication"
+                    && d["metadata"]["name"] == a
+                    && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace
+            }
         })
     });
     if let (Some(a), None) = (auth_name, auth_at) {
+        let kind = auth_kind.as_deref().unwrap_or("TriggerAuthentication");
+        let where_ = if kind == "TriggerAuthentication" {
+            format!(" in namespace `{namespace}`")
+        } else {
+            String::new()
+        };
         return Err(in_doc(
             at,
-            format!("ScaledJob {name}: spec.triggers[postgresql].authenticationRef.name"),
-            format!("names TriggerAuthentication `{a}`, which is not in the manifests; add it"),
+            format!("{auth_ref_field}.name"),
+            format!("names {kind} `{a}`{where_}, which is not in the manifests; add it"),
         ));
     }
+    let password_secret = match auth_at {
+        Some(i) => password_secret_ref(&docs[i], &namespace).map_err(|(field, message)| {
+            in_doc(
+                i,
+                format!(
+                    "{} {}: {field}",
+                    docs[i]["kind"].as_str().unwrap_or_default(),
+                    docs[i]["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                message,
+            )
+        })?,
+        None => None,
+    };
     let pod_identity = auth_at.map(|i| &docs[i]["spec"]["podIdentity"]);
     let identity_id = match (auth_at, pod_identity.map(|p| &p["identityId"])) {
         (Some(i), Some(v)) if !v.is_null() => {
@@ -389,10 +455,53 @@ pub(super) fn trigger_facts(
             .and_then(|p| p["provider"].as_str())
             .map(String::from),
         identity_id,
+        auth_kind,
+        password_secret,
         target_query_value,
         max_replica_count: sj["spec"]["maxReplicaCount"].as_u64().unwrap_or(100),
         polling_interval_seconds,
     })
+}
+
+/// The `secretTargetRef` entry of a (Cluster)TriggerAuthentication that gives parameter `password`, if any.
+/// Errors are (field, message) for an entry KEDA could not read (its resolver logs "name, namespace and key are
+/// required" and passes an empty password).
+fn password_secret_ref(
+    auth: &Value,
+    trigger_namespace: &str,
+) -> Result<Option<SecretKeyRef>, (String, String)> {
+    let Some(refs) = auth["spec"]["secretTargetRef"].as_sequence() else {
+        return Ok(None);
+    };
+    let namespace = if auth["kind"] == "ClusterTriggerAuthentication" {
+        CLUSTER_OBJECT_NAMESPACE.to_string()
+    } else {
+        trigger_namespace.to_string()
+    };
+    for (i, r) in refs.iter().enumerate() {
+        if r["parameter"].as_str() != Some("password") {
+            continue;
+        }
+        let field = |k: &str| format!("spec.secretTargetRef[{i}].{k}");
+        let get = |k: &str| {
+            r[k].as_str()
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+                .ok_or_else(|| {
+                    (
+                        field(k),
+                        "missing: KEDA needs the Secret's `name` and `key` to read parameter `password`"
+                            .to_string(),
+                    )
+                })
+        };
+        return Ok(Some(SecretKeyRef {
+            namespace,
+            name: get("name")?,
+            key: get("key")?,
+        }));
+    }
+    Ok(None)
 }
 
 pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<ManifestChange>) {
