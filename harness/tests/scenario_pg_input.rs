@@ -8,7 +8,8 @@ use keda_harness::scenario::{
     ApplyMode, Outcome, RoleAuth, Scenario, SecretKeyRef, CLUSTER_OBJECT_NAMESPACE,
 };
 
-const PG_SCENARIOS: [&str; 6] = [
+const PG_SCENARIOS: [&str; 7] = [
+    "trigger-auth-late",
     "principal-not-mapped",
     "apply-all-at-once",
     "sslmode-disable",
@@ -84,6 +85,14 @@ fn the_scenarios_read_what_they_are_about() {
 
     let s = Scenario::load("apply-all-at-once").unwrap();
     assert_eq!(s.file.knobs.apply, ApplyMode::AllAtOnce);
+    assert_eq!(
+        Scenario::load("trigger-auth-late")
+            .unwrap()
+            .file
+            .knobs
+            .apply,
+        ApplyMode::ScaledFirst
+    );
     let kinds: Vec<&str> = s
         .documents
         .iter()

@@ -18,7 +18,7 @@ pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
 pub use manifests::{
     ManifestChange, PostgresTrigger, SecretKeyRef, TriggerFacts, CLUSTER_OBJECT_NAMESPACE,
 };
-pub use model::{ApplyMode, Data, Identity, Knobs, ScenarioFile, Step};
+pub use model::{ApplyMode, Data, Identity, Knobs, ScenarioFile, Step, SCALED_FIRST_PAUSE};
 pub use nesting::MAX_FLOW_DEPTH;
 pub use postgres_setup::{PostgresSetup, RoleAuth};
 pub use redact::{

@@ -92,7 +92,15 @@ pub enum ApplyMode {
     /// Every document in file order with no pause, as `kubectl apply -f` of one file: KEDA may build the scaler
     /// before its informer has the TriggerAuthentication, and then builds it with no authentication at all.
     AllAtOnce,
+    /// Namespaces, then the ScaledJobs/ScaledObjects, then — after [`SCALED_FIRST_PAUSE`] — everything else:
+    /// the race `all-at-once` risks, lost every time (KEDA builds the scaler before the TriggerAuthentication
+    /// exists).
+    ScaledFirst,
 }
+
+/// How long `apply: scaled-first` holds everything else back: longer than KEDA's first reconcile of a new
+/// ScaledJob (a few API round trips), short against a run.
+pub const SCALED_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A follow-up step once the first expectation holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]

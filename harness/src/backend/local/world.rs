@@ -22,7 +22,7 @@ use crate::lifecycle::TrackedDir;
 use crate::observe::ScaledJobObserver;
 use crate::postgres::{LocalPostgres, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
-use crate::scenario::{redact, ApplyMode, ManifestChange, Scenario};
+use crate::scenario::{redact, ApplyMode, ManifestChange, Scenario, SCALED_FIRST_PAUSE};
 
 /// The Entra login host KEDA's MSAL client talks to.
 const LOGIN_HOST: &str = "login.microsoftonline.com";
@@ -265,6 +265,22 @@ impl LocalWorld {
             }
             ApplyMode::AllAtOnce => {
                 for doc in &applied {
+                    apply(&client, doc).await?;
+                }
+            }
+            ApplyMode::ScaledFirst => {
+                let is_scaler = |d: &&serde_yaml::Value| {
+                    d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject"
+                };
+                let is_namespace = |d: &&serde_yaml::Value| d["kind"] == "Namespace";
+                for doc in applied.iter().filter(is_namespace) {
+                    apply(&client, doc).await?;
+                }
+                for doc in applied.iter().filter(is_scaler) {
+                    apply(&client, doc).await?;
+                }
+                tokio::time::sleep(SCALED_FIRST_PAUSE).await;
+                for doc in applied.iter().filter(|d| !is_scaler(d) && !is_namespace(d)) {
                     apply(&client, doc).await?;
                 }
             }
