@@ -464,6 +464,34 @@ mod tests {
     }
 
     #[test]
+    fn a_transient_error_is_tolerated_and_any_other_scaler_error_is_not() {
+        let ev = |reason: &str, message: &str, count| ObservedEvent {
+            type_: "Warning".into(),
+            reason: reason.into(),
+            message: message.into(),
+            reporter: "scale-handler".into(),
+            count,
+        };
+        let race = ev(
+            SCALER_FAILED,
+            "... FATAL: empty password returned by client ...",
+            4,
+        );
+        let created = ev(JOBS_CREATED, "Created 3 jobs", 1);
+        let text = "empty password returned by client";
+        let c = transient_errors_check(std::slice::from_ref(&created), text);
+        assert!(c.passed && c.detail.contains("none this run"), "{c:?}");
+        let c = transient_errors_check(&[race.clone(), created.clone()], text);
+        assert!(c.passed && c.detail.starts_with("4 tolerated"), "{c:?}");
+        let other = ev(SCALER_FAILED, "password authentication failed for user", 1);
+        let c = transient_errors_check(&[race, other, created], text);
+        assert!(
+            !c.passed && c.detail.contains("password authentication failed"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
     fn expected_text_follows_rows_and_steps() {
         let s = Scenario::load("seed").unwrap();
         assert_eq!(
