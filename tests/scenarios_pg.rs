@@ -95,7 +95,15 @@ async fn scenario_on_keda(#[case] scenario: &str, #[case] keda: &str) {
             c.detail
         );
     }
-    assert!(v.passed, "{}", failure(v, &table));
+    if !v.passed {
+        // Keep the report dir (verdicts, diagnostics bundle) for whoever reads the failure.
+        let kept = report_dir.keep();
+        panic!(
+            "{}\nreport dir kept: {}",
+            failure(v, &table),
+            kept.display()
+        );
+    }
 
     let expectation = Scenario::load(scenario)
         .unwrap()

@@ -532,8 +532,8 @@ pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<Man
 /// Write each ScaledJob the way KEDA's first update will write it back, so that update changes nothing.
 ///
 /// KEDA adds its finalizer with a full `Update` of the object, serialised from its Go types: struct fields
-/// without a pointer appear as `{}` even when empty (`spec.rollout`, `spec.scalingStrategy`, each container's
-/// `resources`). A manifest without them therefore gets `metadata.generation` 2 a moment after it is applied,
+/// without a pointer appear as `{}` even when empty (`spec.rollout`, `spec.scalingStrategy`, the Job template's
+/// `metadata`, each container's `resources`). A manifest without them therefore gets `metadata.generation` 2 a moment after it is applied,
 /// the ScaledJob is reconciled again and its scale loop restarted; KEDA 2.15.0 can then create Jobs twice from
 /// a cache that has not seen the first ones yet (seen in the soak: 4 Jobs for 3 rows, both loops' "Creating
 /// jobs" in the operator log within one second). Adding the same empty values first keeps generation 1 and one
@@ -553,6 +553,14 @@ fn as_keda_writes_it(docs: &mut [Value]) -> Vec<ManifestChange> {
                     spec.insert(Value::from(field), empty());
                     added.push(format!("spec.{field}"));
                 }
+            }
+        }
+        // The Job template's `metadata` is a Go struct too (ObjectMeta): a template without it is written back
+        // as `metadata: {}` (seen on KEDA 2.21.0: generation 2, a second scale loop, 4 Jobs for 3 rows).
+        if let Some(template) = d["spec"]["jobTargetRef"]["template"].as_mapping_mut() {
+            if !template.contains_key("metadata") {
+                template.insert(Value::from("metadata"), empty());
+                added.push("spec.jobTargetRef.template.metadata".to_string());
             }
         }
         let pod = &mut d["spec"]["jobTargetRef"]["template"]["spec"];
@@ -691,8 +699,13 @@ mod tests {
             fields,
             vec![
                 "spec.rollout",
+                "spec.jobTargetRef.template.metadata",
                 "spec.jobTargetRef.template.spec.containers[0].resources"
             ]
+        );
+        assert_eq!(
+            spec["jobTargetRef"]["template"]["metadata"],
+            Value::Mapping(Default::default())
         );
     }
 
