@@ -510,8 +510,13 @@ pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<Man
     if let Some(pi) = knobs.polling_interval_seconds {
         for d in out.iter_mut().filter(|d| d["kind"] == "ScaledJob") {
             let before = d["spec"]["pollingInterval"].as_u64().unwrap_or(30);
+            // A ScaledJob whose `spec` is not a mapping (another document than the trigger's, never read) is
+            // left as written: the API server refuses it, naming the field.
+            let Some(spec) = d.get_mut("spec").and_then(Value::as_mapping_mut) else {
+                continue;
+            };
             if before != pi {
-                d["spec"]["pollingInterval"] = Value::from(pi);
+                spec.insert(Value::from("pollingInterval"), Value::from(pi));
                 changes.push(ManifestChange {
                     object: format!(
                         "ScaledJob {}",
@@ -557,13 +562,23 @@ fn as_keda_writes_it(docs: &mut [Value]) -> Vec<ManifestChange> {
         }
         // The Job template's `metadata` is a Go struct too (ObjectMeta): a template without it is written back
         // as `metadata: {}` (seen on KEDA 2.21.0: generation 2, a second scale loop, 4 Jobs for 3 rows).
-        if let Some(template) = d["spec"]["jobTargetRef"]["template"].as_mapping_mut() {
-            if !template.contains_key("metadata") {
-                template.insert(Value::from("metadata"), empty());
-                added.push("spec.jobTargetRef.template.metadata".to_string());
-            }
+        let template = d
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("jobTargetRef"))
+            .and_then(|j| j.get_mut("template"))
+            .and_then(Value::as_mapping_mut);
+        let Some(template) = template else {
+            changes.extend(listed(&object, added));
+            continue;
+        };
+        if !template.contains_key("metadata") {
+            template.insert(Value::from("metadata"), empty());
+            added.push("spec.jobTargetRef.template.metadata".to_string());
         }
-        let pod = &mut d["spec"]["jobTargetRef"]["template"]["spec"];
+        let Some(pod) = template.get_mut("spec") else {
+            changes.extend(listed(&object, added));
+            continue;
+        };
         for list in ["initContainers", "containers"] {
             let Some(containers) = pod.get_mut(list).and_then(Value::as_sequence_mut) else {
                 continue;
@@ -579,19 +594,25 @@ fn as_keda_writes_it(docs: &mut [Value]) -> Vec<ManifestChange> {
                 }
             }
         }
-        for field in added {
-            changes.push(ManifestChange {
-                object: object.clone(),
-                field,
-                from: "(absent)".into(),
-                to: "{}".into(),
-                why: "as KEDA's own first update writes it: without it that update bumps metadata.generation and \
-                      restarts the scale loop, which can create Jobs twice (KEDA 2.15.0)"
-                    .into(),
-            });
-        }
+        changes.extend(listed(&object, added));
     }
     changes
+}
+
+/// The report's entries for the empty defaults added to `object`.
+fn listed(object: &str, added: Vec<String>) -> Vec<ManifestChange> {
+    added
+        .into_iter()
+        .map(|field| ManifestChange {
+            object: object.to_string(),
+            field,
+            from: "(absent)".into(),
+            to: "{}".into(),
+            why: "as KEDA's own first update writes it: without it that update bumps metadata.generation and \
+                  restarts the scale loop, which can create Jobs twice (KEDA 2.15.0, 2.21.0)"
+                .into(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -706,6 +727,32 @@ mod tests {
         assert_eq!(
             spec["jobTargetRef"]["template"]["metadata"],
             Value::Mapping(Default::default())
+        );
+    }
+
+    #[test]
+    fn a_scaled_job_whose_spec_is_not_a_mapping_is_left_as_written() {
+        let docs: Vec<Value> = parse_documents(
+            Path::new("m.yaml"),
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: a}\nspec: just text\n---\napiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: b}\nspec: {jobTargetRef: {template: text}}\n",
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+        let knobs = Knobs {
+            polling_interval_seconds: Some(5),
+            ..Knobs::default()
+        };
+        let (out, changes) = apply_knobs(&docs, &knobs);
+        assert_eq!(out[0], docs[0]);
+        assert_eq!(
+            out[1]["spec"]["jobTargetRef"],
+            docs[1]["spec"]["jobTargetRef"]
+        );
+        assert!(
+            changes.iter().all(|c| c.object == "ScaledJob b"),
+            "{changes:?}"
         );
     }
 
