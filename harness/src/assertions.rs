@@ -131,6 +131,9 @@ fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) ->
     };
     let jobs = e.job_count(&scenario.trigger, rows);
     let mut s = match e.outcome {
+        Outcome::Scales if e.transient_error.is_some() => {
+            format!("{jobs} jobs (transient error ok)")
+        }
         Outcome::Scales => format!("{jobs} jobs"),
         Outcome::ScalerError => format!("scaler error, {jobs} jobs"),
     };
@@ -322,6 +325,9 @@ pub async fn evaluate<W: ScenarioWorld>(
                     )
                 }),
             });
+            if let Some(text) = &expectation.transient_error {
+                checks.push(transient_errors_check(&events, text));
+            }
             for step in &expectation.then {
                 total_rows += step.add_rows;
                 let step_want = step.jobs.count(&scenario.trigger, total_rows);
@@ -377,6 +383,27 @@ pub(crate) async fn errors_seen<W: ScenarioWorld>(world: &W) -> Vec<SeenError> {
     }
     errors.extend(operator_log_errors(&world.operator_log()));
     errors
+}
+
+/// For a `scales` expectation that tolerates a transient error: every `KEDAScalerFailed` event carries
+/// `text`. The count is in the detail, so a run shows whether the race happened this time.
+fn transient_errors_check(events: &[ObservedEvent], text: &str) -> Check {
+    let failures = scaler_failures(events);
+    let (tolerated, other): (Vec<&ObservedEvent>, Vec<&ObservedEvent>) =
+        failures.iter().partition(|e| e.message.contains(text));
+    let seen: i32 = tolerated.iter().map(|e| e.count.max(1)).sum();
+    Check {
+        name: format!("scaler errors before scaling, if any, carry `{text}`"),
+        passed: other.is_empty(),
+        detail: match other.first() {
+            Some(e) => format!("another scaler error: {}", e.message),
+            None if seen == 0 => "none this run (the race did not happen)".into(),
+            None => format!(
+                "{seen} tolerated, then KEDA scaled: {}",
+                tolerated[0].message
+            ),
+        },
+    }
 }
 
 /// Wait for `want` Jobs, then watch one more polling interval that KEDA does not create more.
@@ -447,6 +474,34 @@ mod tests {
         assert!(err.contains("pgx format"), "{err}");
         let other = "error establishing postgreSQL connection: failed SASL auth (FATAL: password authentication failed for user \"movies-mi\")";
         assert!(scaler_error_matches(other, e, &s, PgxErrorStyle::HostUserDatabase).is_err());
+    }
+
+    #[test]
+    fn a_transient_error_is_tolerated_and_any_other_scaler_error_is_not() {
+        let ev = |reason: &str, message: &str, count| ObservedEvent {
+            type_: "Warning".into(),
+            reason: reason.into(),
+            message: message.into(),
+            reporter: "scale-handler".into(),
+            count,
+        };
+        let race = ev(
+            SCALER_FAILED,
+            "... FATAL: empty password returned by client ...",
+            4,
+        );
+        let created = ev(JOBS_CREATED, "Created 3 jobs", 1);
+        let text = "empty password returned by client";
+        let c = transient_errors_check(std::slice::from_ref(&created), text);
+        assert!(c.passed && c.detail.contains("none this run"), "{c:?}");
+        let c = transient_errors_check(&[race.clone(), created.clone()], text);
+        assert!(c.passed && c.detail.starts_with("4 tolerated"), "{c:?}");
+        let other = ev(SCALER_FAILED, "password authentication failed for user", 1);
+        let c = transient_errors_check(&[race, other, created], text);
+        assert!(
+            !c.passed && c.detail.contains("password authentication failed"),
+            "{c:?}"
+        );
     }
 
     #[test]

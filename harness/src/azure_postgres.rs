@@ -13,18 +13,25 @@ use mock_aad::AccessTokenRules;
 use crate::postgres::seed::{
     create_login_role, query_value_in, run_seed_sql, QueryValue, SeededQuery,
 };
-use crate::postgres::{LocalPostgres, LocalPostgresConfig, PostgresServer};
-use crate::scenario::{Scenario, SeedSource, MAX_ROWS};
+use crate::postgres::{HostAuth, LocalPostgres, LocalPostgresConfig, PostgresServer};
+use crate::scenario::{RoleAuth, Scenario, SeedSource, MAX_ROWS};
 
-/// The client id KEDA sends to Entra: the TriggerAuthentication's `podIdentity.identityId`.
+/// The client id KEDA sends to Entra: the TriggerAuthentication's `podIdentity.identityId`, or for a scenario
+/// whose authentication names none, `identity.client_id` (the operator's Workload Identity client id).
 pub fn client_id(scenario: &Scenario) -> anyhow::Result<String> {
-    scenario.trigger.identity_id.clone().ok_or_else(|| {
-        anyhow!(
-            "{}: the TriggerAuthentication of ScaledJob {} has no podIdentity.identityId; the harness needs the client id KEDA will send",
-            scenario.dir.display(),
-            scenario.trigger.scaled_job
-        )
-    })
+    scenario
+        .trigger
+        .identity_id
+        .clone()
+        .or_else(|| scenario.file.identity.client_id.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: the TriggerAuthentication of ScaledJob {} has no podIdentity.identityId and scenario.yaml no \
+                 identity.client_id; the harness needs the client id of the operator's managed identity",
+                scenario.dir.display(),
+                scenario.trigger.scaled_job
+            )
+        })
 }
 
 /// The tenant as the scenario describes it: one managed identity with a federated credential named
@@ -119,16 +126,42 @@ fn not_rows(v: &QueryValue, path: &std::path::Path) -> String {
 }
 
 /// A local PostgreSQL with the trigger's role and database, and the scenario's data.
+///
+/// TCP clients get the method of `postgres.auth` (`entra` and `password`: a cleartext password, as Azure asks;
+/// `scram`: scram-sha-256). An Entra role gets no password (the front vouches for it over the trusted socket); a
+/// native role gets the password KEDA reads from the scenario's Secret, or for a SCRAM server without one, a
+/// random one nobody knows.
 pub async fn start_seeded_postgres(
     scenario: &Scenario,
 ) -> anyhow::Result<(LocalPostgres, ScenarioData)> {
     let pg = &scenario.trigger.postgres;
-    let postgres = LocalPostgres::start(LocalPostgresConfig::default())
+    let setup = &scenario.file.postgres;
+    let host_auth = match setup.auth {
+        RoleAuth::Entra | RoleAuth::Password => HostAuth::Password,
+        RoleAuth::Scram => HostAuth::ScramSha256,
+    };
+    let postgres = LocalPostgres::start(LocalPostgresConfig::default().with_host_auth(host_auth))
         .await
         .context("starting PostgreSQL")?;
-    create_login_role(&postgres, &pg.user, None).await?;
+    let password = match setup.auth {
+        RoleAuth::Entra => None,
+        RoleAuth::Password | RoleAuth::Scram => {
+            Some(scenario.trigger_password().unwrap_or_else(unknown_password))
+        }
+    };
+    create_login_role(&postgres, &pg.user, password.as_deref()).await?;
     let data = ScenarioData::seed(&postgres, scenario).await?;
     Ok((postgres, data))
+}
+
+/// A password no client of the run knows (the role of a SCRAM server whose trigger has none).
+fn unknown_password() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 /// The Entra front for the scenario: on `listen`, TLS for the trigger's host and `extra_names`, relaying to
@@ -151,12 +184,26 @@ pub fn front_config(
             .context("the local PostgreSQL has no unix socket")?,
         port: postgres.addr().port(),
     };
-    Ok(FrontConfig::new(upstream, TokenRules::from_entra(rules))
+    let setup = &scenario.file.postgres;
+    let config = FrontConfig::new(upstream, TokenRules::from_entra(rules))
         .with_listen(listen)
         .with_tls(ca.issue_server(&names)?.rustls_server_config()?)
-        .with_principal(EntraPrincipal::service_principal(
+        .with_secure_transport_required(setup.require_tls);
+    Ok(match (setup.auth, &setup.principal_object_id) {
+        (RoleAuth::Entra, None) => config.with_principal(EntraPrincipal::service_principal(
             &pg.user,
             &scenario.file.identity.object_id,
             client_id,
-        )))
+        )),
+        // A role created for another identity: Azure binds it by that identity's object id, so a valid token of
+        // the scenario's identity is not its principal.
+        (RoleAuth::Entra, Some(oid)) => {
+            config.with_principal(EntraPrincipal::by_object_id(&pg.user, oid))
+        }
+        // A native role: the front only terminates TLS, and the server's own TCP authentication (cleartext
+        // password or SCRAM) checks what the client sends.
+        (RoleAuth::Password | RoleAuth::Scram, _) => {
+            config.with_passthrough_non_entra(Upstream::Tcp(postgres.addr()))
+        }
+    })
 }

@@ -31,6 +31,12 @@ pub struct Expectation {
     /// change, with the upstream reference. Shown with the verdict whenever it is set.
     #[serde(default)]
     pub hint: Option<String>,
+    /// For `scales`: text that a `KEDAScalerFailed` event may carry before KEDA scales — a race the scenario
+    /// provokes and KEDA recovers from (e.g. a scaler built before its TriggerAuthentication was in KEDA's
+    /// cache). Zero or more such events pass; a scaler error without this text fails the check. Without it, a
+    /// `scales` expectation does not judge scaler errors at all.
+    #[serde(default)]
+    pub transient_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +244,16 @@ pub(super) fn validate(
                 path: path.display().to_string(),
                 field: format!("expect[{i}].error_contains"),
                 message: "outcome `scaler-error` needs the text the error must carry".into(),
+            });
+        }
+        if e.outcome != Outcome::Scales && e.transient_error.is_some() {
+            return Err(ScenarioError::Field {
+                path: path.display().to_string(),
+                field: format!("expect[{i}].transient_error"),
+                message:
+                    "only an expectation with `outcome: scales` tolerates a transient error; for \
+                          `scaler-error` use `error_contains`"
+                        .into(),
             });
         }
         let mut total = rows;

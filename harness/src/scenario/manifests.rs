@@ -22,6 +22,12 @@ pub struct TriggerFacts {
     pub pod_identity_provider: Option<String>,
     /// `spec.podIdentity.identityId`: the client id KEDA sends to Entra.
     pub identity_id: Option<String>,
+    /// `authenticationRef.kind` as KEDA reads it (`TriggerAuthentication` when absent or empty), when the
+    /// trigger names an authentication at all.
+    pub auth_kind: Option<String>,
+    /// The Secret key that the referenced (Cluster)TriggerAuthentication's `secretTargetRef` gives KEDA as the
+    /// scaler's `password` parameter.
+    pub password_secret: Option<SecretKeyRef>,
     pub target_query_value: f64,
     pub max_replica_count: u64,
     pub polling_interval_seconds: u64,
@@ -70,6 +76,22 @@ pub struct PostgresTrigger {
     pub sslmode: String,
     pub query: String,
 }
+
+/// A key of a Secret, where KEDA reads it for a `secretTargetRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretKeyRef {
+    /// The TriggerAuthentication's namespace, or for a ClusterTriggerAuthentication KEDA's cluster object
+    /// namespace ([`CLUSTER_OBJECT_NAMESPACE`]).
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+/// Where KEDA reads the Secrets of a ClusterTriggerAuthentication: `KEDA_CLUSTER_OBJECT_NAMESPACE`
+/// (`getTriggerAuthSpec` in pkg/scaling/resolver/scale_resolvers.go returns `util.GetClusterObjectNamespace()`
+/// for that kind, v2.14.1 to v2.21.0), which the Helm chart sets to the release namespace and the harness's
+/// launch sets to `keda`.
+pub const CLUSTER_OBJECT_NAMESPACE: &str = "keda";
 
 /// One change the harness made to a user's manifest (listed in every report).
 #[derive(Debug, Clone, Serialize)]
@@ -383,21 +405,65 @@ pub(super) fn trigger_facts(
             })?,
     };
     let auth_name = trig["authenticationRef"]["name"].as_str();
+    // KEDA's getTriggerAuthSpec: an absent or empty kind is a TriggerAuthentication in the ScaledJob's
+    // namespace, `ClusterTriggerAuthentication` a cluster-scoped one, anything else "unknown trigger auth kind".
+    let auth_kind = auth_name.map(|_| match trig["authenticationRef"]["kind"].as_str() {
+        None | Some("") => "TriggerAuthentication".to_string(),
+        Some(k) => k.to_string(),
+    });
+    let auth_ref_field = format!("{kind} {name}: spec.triggers[postgresql].authenticationRef");
+    if let Some(k) = auth_kind.as_deref() {
+        if k != "TriggerAuthentication" && k != "ClusterTriggerAuthentication" {
+            return Err(in_doc(
+                at,
+                format!("{auth_ref_field}.kind"),
+                format!(
+                    "{} is not a kind KEDA resolves (it logs \"unknown trigger auth kind\" and builds the scaler with \
+                     no authentication); write `TriggerAuthentication` or `ClusterTriggerAuthentication`",
+                    shown(k)
+                ),
+            ));
+        }
+    }
     let auth_at = auth_name.and_then(|a| {
-        docs.iter().position(|d| {
-            (d["kind"] == "TriggerAuthentication"
-                && d["metadata"]["name"] == a
-                && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace)
-                || (d["kind"] == "ClusterTriggerAuthentication" && d["metadata"]["name"] == a)
+        docs.iter().position(|d| match auth_kind.as_deref() {
+            Some("ClusterTriggerAuthentication") => {
+                d["kind"] == "ClusterTriggerAuthentication" && d["metadata"]["name"] == a
+            }
+            _ => {
+                d["kind"] == "TriggerAuthentication"
+                    && d["metadata"]["name"] == a
+                    && d["metadata"]["namespace"].as_str().unwrap_or("default") == namespace
+            }
         })
     });
     if let (Some(a), None) = (auth_name, auth_at) {
+        let auth = auth_kind.as_deref().unwrap_or("TriggerAuthentication");
+        let where_ = if auth == "TriggerAuthentication" {
+            format!(" in namespace `{namespace}`")
+        } else {
+            String::new()
+        };
         return Err(in_doc(
             at,
-            format!("{kind} {name}: spec.triggers[postgresql].authenticationRef.name"),
-            format!("names TriggerAuthentication `{a}`, which is not in the manifests; add it"),
+            format!("{auth_ref_field}.name"),
+            format!("names {auth} `{a}`{where_}, which is not in the manifests; add it"),
         ));
     }
+    let password_secret = match auth_at {
+        Some(i) => password_secret_ref(&docs[i], &namespace).map_err(|(field, message)| {
+            in_doc(
+                i,
+                format!(
+                    "{} {}: {field}",
+                    docs[i]["kind"].as_str().unwrap_or_default(),
+                    docs[i]["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                message,
+            )
+        })?,
+        None => None,
+    };
     let pod_identity = auth_at.map(|i| &docs[i]["spec"]["podIdentity"]);
     let identity_id = match (auth_at, pod_identity.map(|p| &p["identityId"])) {
         (Some(i), Some(v)) if !v.is_null() => {
@@ -443,6 +509,8 @@ pub(super) fn trigger_facts(
             .and_then(|p| p["provider"].as_str())
             .map(String::from),
         identity_id,
+        auth_kind,
+        password_secret,
         target_query_value,
         max_replica_count,
         polling_interval_seconds,
@@ -568,6 +636,47 @@ fn scale_target(
 /// scenario with no kubelet never needs more.
 pub const MAX_REPLICA_COUNT: u64 = 10_000;
 
+/// The `secretTargetRef` entry of a (Cluster)TriggerAuthentication that gives parameter `password`, if any.
+/// Errors are (field, message) for an entry KEDA could not read (its resolver logs "name, namespace and key are
+/// required" and passes an empty password).
+fn password_secret_ref(
+    auth: &Value,
+    trigger_namespace: &str,
+) -> Result<Option<SecretKeyRef>, (String, String)> {
+    let Some(refs) = auth["spec"]["secretTargetRef"].as_sequence() else {
+        return Ok(None);
+    };
+    let namespace = if auth["kind"] == "ClusterTriggerAuthentication" {
+        CLUSTER_OBJECT_NAMESPACE.to_string()
+    } else {
+        trigger_namespace.to_string()
+    };
+    for (i, r) in refs.iter().enumerate() {
+        if r["parameter"].as_str() != Some("password") {
+            continue;
+        }
+        let field = |k: &str| format!("spec.secretTargetRef[{i}].{k}");
+        let get = |k: &str| {
+            r[k].as_str()
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+                .ok_or_else(|| {
+                    (
+                        field(k),
+                        "missing: KEDA needs the Secret's `name` and `key` to read parameter `password`"
+                            .to_string(),
+                    )
+                })
+        };
+        return Ok(Some(SecretKeyRef {
+            namespace,
+            name: get("name")?,
+            key: get("key")?,
+        }));
+    }
+    Ok(None)
+}
+
 pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<ManifestChange>) {
     let mut out = docs.to_vec();
     let mut changes = Vec::new();
@@ -577,8 +686,13 @@ pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<Man
             .filter(|d| d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject")
         {
             let before = d["spec"]["pollingInterval"].as_u64().unwrap_or(30);
+            // A ScaledJob whose `spec` is not a mapping (another document than the trigger's, never read) is
+            // left as written: the API server refuses it, naming the field.
+            let Some(spec) = d.get_mut("spec").and_then(Value::as_mapping_mut) else {
+                continue;
+            };
             if before != pi {
-                d["spec"]["pollingInterval"] = Value::from(pi);
+                spec.insert(Value::from("pollingInterval"), Value::from(pi));
                 changes.push(ManifestChange {
                     object: format!(
                         "{} {}",
@@ -600,8 +714,8 @@ pub(super) fn apply_knobs(docs: &[Value], knobs: &Knobs) -> (Vec<Value>, Vec<Man
 /// Write each ScaledJob the way KEDA's first update will write it back, so that update changes nothing.
 ///
 /// KEDA adds its finalizer with a full `Update` of the object, serialised from its Go types: struct fields
-/// without a pointer appear as `{}` even when empty (`spec.rollout`, `spec.scalingStrategy`, each container's
-/// `resources`). A manifest without them therefore gets `metadata.generation` 2 a moment after it is applied,
+/// without a pointer appear as `{}` even when empty (`spec.rollout`, `spec.scalingStrategy`, the Job template's
+/// `metadata`, each container's `resources`). A manifest without them therefore gets `metadata.generation` 2 a moment after it is applied,
 /// the ScaledJob is reconciled again and its scale loop restarted; KEDA 2.15.0 can then create Jobs twice from
 /// a cache that has not seen the first ones yet (seen in the soak: 4 Jobs for 3 rows, both loops' "Creating
 /// jobs" in the operator log within one second). Adding the same empty values first keeps generation 1 and one
@@ -623,7 +737,25 @@ fn as_keda_writes_it(docs: &mut [Value]) -> Vec<ManifestChange> {
                 }
             }
         }
-        let pod = &mut d["spec"]["jobTargetRef"]["template"]["spec"];
+        // The Job template's `metadata` is a Go struct too (ObjectMeta): a template without it is written back
+        // as `metadata: {}` (seen on KEDA 2.21.0: generation 2, a second scale loop, 4 Jobs for 3 rows).
+        let template = d
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("jobTargetRef"))
+            .and_then(|j| j.get_mut("template"))
+            .and_then(Value::as_mapping_mut);
+        let Some(template) = template else {
+            changes.extend(listed(&object, added));
+            continue;
+        };
+        if !template.contains_key("metadata") {
+            template.insert(Value::from("metadata"), empty());
+            added.push("spec.jobTargetRef.template.metadata".to_string());
+        }
+        let Some(pod) = template.get_mut("spec") else {
+            changes.extend(listed(&object, added));
+            continue;
+        };
         for list in ["initContainers", "containers"] {
             let Some(containers) = pod.get_mut(list).and_then(Value::as_sequence_mut) else {
                 continue;
@@ -639,19 +771,25 @@ fn as_keda_writes_it(docs: &mut [Value]) -> Vec<ManifestChange> {
                 }
             }
         }
-        for field in added {
-            changes.push(ManifestChange {
-                object: object.clone(),
-                field,
-                from: "(absent)".into(),
-                to: "{}".into(),
-                why: "as KEDA's own first update writes it: without it that update bumps metadata.generation and \
-                      restarts the scale loop, which can create Jobs twice (KEDA 2.15.0)"
-                    .into(),
-            });
-        }
+        changes.extend(listed(&object, added));
     }
     changes
+}
+
+/// The report's entries for the empty defaults added to `object`.
+fn listed(object: &str, added: Vec<String>) -> Vec<ManifestChange> {
+    added
+        .into_iter()
+        .map(|field| ManifestChange {
+            object: object.to_string(),
+            field,
+            from: "(absent)".into(),
+            to: "{}".into(),
+            why: "as KEDA's own first update writes it: without it that update bumps metadata.generation and \
+                  restarts the scale loop, which can create Jobs twice (KEDA 2.15.0, 2.21.0)"
+                .into(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -759,8 +897,39 @@ mod tests {
             fields,
             vec![
                 "spec.rollout",
+                "spec.jobTargetRef.template.metadata",
                 "spec.jobTargetRef.template.spec.containers[0].resources"
             ]
+        );
+        assert_eq!(
+            spec["jobTargetRef"]["template"]["metadata"],
+            Value::Mapping(Default::default())
+        );
+    }
+
+    #[test]
+    fn a_scaled_job_whose_spec_is_not_a_mapping_is_left_as_written() {
+        let docs: Vec<Value> = parse_documents(
+            Path::new("m.yaml"),
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: a}\nspec: just text\n---\napiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: b}\nspec: {jobTargetRef: {template: text}}\n",
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+        let knobs = Knobs {
+            polling_interval_seconds: Some(5),
+            ..Knobs::default()
+        };
+        let (out, changes) = apply_knobs(&docs, &knobs);
+        assert_eq!(out[0], docs[0]);
+        assert_eq!(
+            out[1]["spec"]["jobTargetRef"],
+            docs[1]["spec"]["jobTargetRef"]
+        );
+        assert!(
+            changes.iter().all(|c| c.object == "ScaledJob b"),
+            "{changes:?}"
         );
     }
 

@@ -9,16 +9,19 @@ mod expect;
 mod manifests;
 mod model;
 mod nesting;
+mod postgres_setup;
 mod redact;
 mod validate;
 
 pub use data::SeedSource;
 pub use expect::{Expectation, JobsExpectation, Outcome, ReplicasExpectation, TokenRequests};
 pub use manifests::{
-    ManifestChange, PostgresTrigger, ScaleTarget, TriggerFacts, MAX_REPLICA_COUNT,
+    ManifestChange, PostgresTrigger, ScaleTarget, SecretKeyRef, TriggerFacts, CLUSTER_OBJECT_NAMESPACE,
+    MAX_REPLICA_COUNT,
 };
-pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
+pub use model::{ApplyMode, Data, Identity, Knobs, ScenarioFile, Step, SCALED_FIRST_PAUSE};
 pub use nesting::MAX_FLOW_DEPTH;
+pub use postgres_setup::{PostgresSetup, RoleAuth};
 pub use redact::{
     hidden_env_values, redact, redact_object_value, LAST_APPLIED_ANNOTATION, REDACTED,
     SHOWN_ENV_NAMES,
@@ -131,6 +134,19 @@ impl Scenario {
         let trigger = manifests::trigger_facts(&path, &documents, &origins)?;
         expect::validate_for_trigger(&path, &file.expect, &trigger)?;
         let seed = data::seed_source(&path, &dir, &file.data, &trigger, &file.expect)?;
+        postgres_setup::validate(&path, &file.postgres, &trigger, &documents)?;
+        if let (Some(from_auth), Some(given)) = (&trigger.identity_id, &file.identity.client_id) {
+            if from_auth != given {
+                return Err(ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: "identity.client_id".into(),
+                    message: format!(
+                        "{given} differs from the TriggerAuthentication's podIdentity.identityId {from_auth}, which \
+                         is the client id KEDA sends; remove `client_id` or make them equal"
+                    ),
+                });
+            }
+        }
         Ok(Self {
             name: file.name.clone(),
             dir,
@@ -171,6 +187,13 @@ impl Scenario {
     /// The manifests as the harness applies them, and the list of every change it made to them.
     pub fn manifests_to_apply(&self) -> (Vec<serde_yaml::Value>, Vec<ManifestChange>) {
         manifests::apply_knobs(&self.documents, &self.file.knobs)
+    }
+
+    /// The password KEDA reads for the trigger: the value of the Secret key the TriggerAuthentication's
+    /// `secretTargetRef` gives as parameter `password` (checked to exist when the scenario loaded).
+    pub fn trigger_password(&self) -> Option<String> {
+        let r = self.trigger.password_secret.as_ref()?;
+        postgres_setup::secret_value(&self.documents, r).ok()
     }
 
     /// The polling interval KEDA will use, after knobs.

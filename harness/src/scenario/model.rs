@@ -11,6 +11,9 @@ use super::{Expectation, ScenarioError};
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub name: String,
+    /// One line saying what the scenario shows (listed with the scenario library).
+    #[serde(default)]
+    pub summary: String,
     #[serde(default)]
     pub description: String,
     /// Manifest files, relative to the scenario folder, applied in order.
@@ -19,6 +22,10 @@ pub struct ScenarioFile {
     pub data: Data,
     #[serde(default)]
     pub knobs: Knobs,
+    /// How the Azure Database for PostgreSQL server is set up (default: Entra authentication for the trigger's
+    /// role, bound to the identity, TLS required).
+    #[serde(default)]
+    pub postgres: super::PostgresSetup,
     /// One entry per KEDA version range; the first whose range holds the version applies.
     pub expect: Vec<Expectation>,
 }
@@ -35,6 +42,12 @@ pub struct Identity {
     /// Audience of the federated identity credential.
     #[serde(default = "default_fic_audience")]
     pub federated_audience: String,
+    /// The managed identity's client id, for scenarios whose TriggerAuthentication names none (no
+    /// `podIdentity.identityId`, e.g. a password from a Secret): the KEDA operator still runs with Workload
+    /// Identity, and this is the client id on its service account. When the TriggerAuthentication names one,
+    /// that one is used and this must be absent or equal.
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 fn default_fic_audience() -> String {
@@ -63,7 +76,31 @@ pub struct Data {
 #[serde(deny_unknown_fields)]
 pub struct Knobs {
     pub polling_interval_seconds: Option<u64>,
+    /// How the manifests reach the API server.
+    #[serde(default)]
+    pub apply: ApplyMode,
 }
+
+/// The order and pacing of applying the manifests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyMode {
+    /// Everything but ScaledJobs/ScaledObjects first, then a one-second pause, then those: KEDA's informer cache
+    /// holds the TriggerAuthentication before the first scaler is built.
+    #[default]
+    ReferencedFirst,
+    /// Every document in file order with no pause, as `kubectl apply -f` of one file: KEDA may build the scaler
+    /// before its informer has the TriggerAuthentication, and then builds it with no authentication at all.
+    AllAtOnce,
+    /// Namespaces, then the ScaledJobs/ScaledObjects, then — after [`SCALED_FIRST_PAUSE`] — everything else:
+    /// the race `all-at-once` risks, lost every time (KEDA builds the scaler before the TriggerAuthentication
+    /// exists).
+    ScaledFirst,
+}
+
+/// How long `apply: scaled-first` holds everything else back: longer than KEDA's first reconcile of a new
+/// ScaledJob (a few API round trips), short against a run.
+pub const SCALED_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A follow-up step once the first expectation holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]

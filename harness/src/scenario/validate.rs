@@ -135,6 +135,16 @@ pub(super) fn scenario_file(path: &Path, file: &ScenarioFile) -> Result<(), Scen
             ),
         ));
     }
+    if let Some(id) = ident.client_id.as_deref().filter(|id| !is_guid(id)) {
+        return Err(field(
+            path,
+            "identity.client_id",
+            guid_message(
+                id,
+                "the managed identity's client id (Azure portal: the managed identity > Overview > Client ID)",
+            ),
+        ));
+    }
     for (name, value, example) in [
         (
             "identity.federated_subject",

@@ -94,6 +94,16 @@ impl EntraPrincipal {
         }
     }
 
+    /// A role bound by object id only, as `pgaadauth_create_principal_with_oid` binds it (Azure stores the
+    /// `oid` in the role's security label; any token of that object, whatever its client id, is its principal).
+    pub fn by_object_id(role: impl Into<String>, object_id: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            object_id: Some(object_id.into()),
+            app_id: None,
+        }
+    }
+
     /// A role bound by client id only (what a harness knows when it only configured an app's client id).
     pub fn by_app_id(role: impl Into<String>, app_id: impl Into<String>) -> Self {
         Self {
@@ -305,6 +315,9 @@ mod tests {
         assert!(!p.matches(&identity(Some("oid-1"), Some("app-2"))));
         assert!(!p.matches(&identity(Some("oid-2"), Some("app-1"))));
         assert!(!p.matches(&identity(None, Some("app-1"))));
+        let by_oid = EntraPrincipal::by_object_id("movies-mi", "oid-1");
+        assert!(by_oid.matches(&identity(Some("oid-1"), Some("any-app"))));
+        assert!(!by_oid.matches(&identity(Some("oid-2"), Some("app-1"))));
         let by_app = EntraPrincipal::by_app_id("movies-mi", "app-1");
         assert!(by_app.matches(&identity(Some("anything"), Some("app-1"))));
         let nothing = EntraPrincipal {

@@ -430,7 +430,11 @@ pub fn token_wrong_audience_error(resource: &str) -> ServerError {
 }
 
 /// `ClientAuthentication`: no pg_hba line matched — what Azure Database for PostgreSQL flexible server says to
-/// a client without TLS while `require_secure_transport` is on.
+/// a client without TLS while `require_secure_transport` is on, before any password is asked. Public samples:
+/// ory/hydra#3762 (pgx 5.5 with sslmode=disable against Azure: "server error (FATAL: no pg_hba.conf entry for host
+/// \"xxx\", user \"hydra\", database \"hydra\", no encryption (SQLSTATE 28000))"), amacneil/dbmate#347 (flexible
+/// server, PostgreSQL 15, sslmode=disable), Azure/azure-cli-extensions#8410 (`FATAL:  no pg_hba.conf entry for host
+/// "<MY-IP>", user "<MY-USER>", database "postgres", no encryption`).
 pub fn no_hba_entry_error(host: &str, user: &str, database: &str) -> ServerError {
     ServerError {
         severity: "FATAL",

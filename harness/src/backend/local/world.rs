@@ -22,7 +22,7 @@ use crate::lifecycle::TrackedDir;
 use crate::observe::ScaledJobObserver;
 use crate::postgres::{LocalPostgres, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
-use crate::scenario::{redact, ManifestChange, Scenario};
+use crate::scenario::{redact, ApplyMode, ManifestChange, Scenario, SCALED_FIRST_PAUSE};
 
 /// The Entra login host KEDA's MSAL client talks to.
 const LOGIN_HOST: &str = "login.microsoftonline.com";
@@ -265,15 +265,41 @@ impl LocalWorld {
         // operator resolves a TriggerAuthentication from its informer cache, and one it cannot see yet is
         // treated as no authentication at all (KEDA logs "error getting triggerAuth" and builds the scaler with
         // an empty password — a transient 28P01 even on fixed versions when everything is applied at once).
-        let (scalers, others): (Vec<_>, Vec<_>) = applied
-            .iter()
-            .partition(|d| d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject");
-        for doc in &others {
-            apply(&client, doc).await?;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        for doc in &scalers {
-            apply(&client, doc).await?;
+        // `knobs.apply: all-at-once` leaves that race to KEDA, as `kubectl apply -f` of one file does.
+        match scenario.file.knobs.apply {
+            ApplyMode::ReferencedFirst => {
+                let (scalers, others): (Vec<_>, Vec<_>) = applied
+                    .iter()
+                    .partition(|d| d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject");
+                for doc in &others {
+                    apply(&client, doc).await?;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for doc in &scalers {
+                    apply(&client, doc).await?;
+                }
+            }
+            ApplyMode::AllAtOnce => {
+                for doc in &applied {
+                    apply(&client, doc).await?;
+                }
+            }
+            ApplyMode::ScaledFirst => {
+                let is_scaler = |d: &&serde_yaml::Value| {
+                    d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject"
+                };
+                let is_namespace = |d: &&serde_yaml::Value| d["kind"] == "Namespace";
+                for doc in applied.iter().filter(is_namespace) {
+                    apply(&client, doc).await?;
+                }
+                for doc in applied.iter().filter(is_scaler) {
+                    apply(&client, doc).await?;
+                }
+                tokio::time::sleep(SCALED_FIRST_PAUSE).await;
+                for doc in applied.iter().filter(|d| !is_scaler(d) && !is_namespace(d)) {
+                    apply(&client, doc).await?;
+                }
+            }
         }
         let applied_at = Instant::now();
         let observer = ScaledJobObserver::new(client, &trig.namespace, &trig.scaled_job);
