@@ -16,11 +16,15 @@ use crate::postgres::seed::{
 use crate::postgres::{LocalPostgres, LocalPostgresConfig, PostgresServer};
 use crate::scenario::{Scenario, SeedSource, MAX_ROWS};
 
-/// The client id KEDA sends to Entra: the TriggerAuthentication's `podIdentity.identityId`.
+/// The client id KEDA sends to Entra: the TriggerAuthentication's `podIdentity.identityId`, else the operator's
+/// own `AZURE_CLIENT_ID` (`identity.client_id`; azidentity's WorkloadIdentityCredential falls back to that
+/// variable when KEDA passes no client id).
 pub fn client_id(scenario: &Scenario) -> anyhow::Result<String> {
-    scenario.trigger.identity_id.clone().ok_or_else(|| {
+    let t = &scenario.trigger;
+    t.identity_id.clone().or_else(|| scenario.file.identity.client_id.clone()).ok_or_else(|| {
         anyhow!(
-            "{}: the TriggerAuthentication of ScaledJob {} has no podIdentity.identityId; the harness needs the client id KEDA will send",
+            "{}: the TriggerAuthentication of ScaledJob {} has no podIdentity.identityId and scenario.yaml no \
+             identity.client_id; the harness needs the client id KEDA will send",
             scenario.dir.display(),
             scenario.trigger.scaled_job
         )

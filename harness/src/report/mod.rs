@@ -47,6 +47,9 @@ pub struct Verdict {
     pub manifest_changes: Vec<ManifestChange>,
     /// Where the diagnostics bundle was written (failed expectations only).
     pub diagnostics: Option<PathBuf>,
+    /// What KEDA did, when the cell observed instead of checking an expectation (`keda-harness repro`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observation: Option<crate::observation::Observation>,
 }
 
 impl Verdict {
@@ -77,6 +80,7 @@ impl Verdict {
             checks: vec![],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         }
     }
 
@@ -490,6 +494,7 @@ mod tests {
                 }],
                 manifest_changes: vec![],
                 diagnostics: None,
+                observation: None,
             },
             Verdict {
                 scenario: "seed".into(),
@@ -516,6 +521,7 @@ mod tests {
                 }],
                 manifest_changes: vec![],
                 diagnostics: Some("/tmp/r/diag".into()),
+                observation: None,
             },
         ]
     }

@@ -13,7 +13,7 @@ mod redact;
 mod validate;
 
 pub use data::SeedSource;
-pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
+pub use expect::{Expectation, FromRows, JobsExpectation, Outcome, TokenRequests};
 pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
 pub use nesting::MAX_FLOW_DEPTH;
@@ -21,6 +21,7 @@ pub use redact::{
     hidden_env_values, redact, redact_object_value, LAST_APPLIED_ANNOTATION, REDACTED,
     SHOWN_ENV_NAMES,
 };
+pub(crate) use validate::{is_guid, read_capped, shown};
 pub use validate::{
     MAX_DOCUMENTS, MAX_MANIFEST_FILE_BYTES, MAX_POLLING_INTERVAL_SECONDS, MAX_ROWS,
     MAX_SCENARIO_FILE_BYTES,
@@ -89,9 +90,22 @@ pub struct Scenario {
 /// Where a manifest document came from: its file and its position in that file (counted from 0, as
 /// [`ScenarioError::Manifest`] names it).
 #[derive(Debug, Clone)]
-pub(crate) struct Origin {
+pub struct Origin {
     pub path: PathBuf,
     pub index: usize,
+    /// The position in the document's `items` when the document is a `kind: List` (a `kubectl get -o yaml`
+    /// export), named in errors as `items[N]`.
+    pub item: Option<usize>,
+}
+
+impl Origin {
+    /// `field` as an error names it: prefixed with `items[N]: ` for an object from a `kind: List`.
+    pub fn field(&self, field: String) -> String {
+        match self.item {
+            Some(i) => format!("items[{i}]: {field}"),
+            None => field,
+        }
+    }
 }
 
 impl Scenario {
@@ -113,6 +127,7 @@ impl Scenario {
                 origins.push(Origin {
                     path: mpath.clone(),
                     index,
+                    item: None,
                 });
             }
             if documents.len() > MAX_DOCUMENTS {
@@ -158,6 +173,30 @@ impl Scenario {
             SeedSource::Planned(p) => Some(p.rows()),
             SeedSource::Sql(_) => None,
         }
+    }
+
+    /// A scenario built in memory (`keda-harness repro` builds one from a customer's manifests), through the
+    /// same checks as [`Scenario::load`]. `source` names the scenario in errors about `file` (there is no
+    /// scenario.yaml); `origins[i]` says where `documents[i]` came from.
+    pub(crate) fn from_documents(
+        source: &Path,
+        dir: PathBuf,
+        file: ScenarioFile,
+        documents: Vec<serde_yaml::Value>,
+        origins: &[Origin],
+    ) -> Result<Self, ScenarioError> {
+        validate::scenario_file(source, &file)?;
+        expect::validate(source, &file.expect, file.data.rows.unwrap_or(0))?;
+        let trigger = manifests::trigger_facts(source, &documents, origins)?;
+        let seed = data::seed_source(source, &dir, &file.data, &trigger, &file.expect)?;
+        Ok(Self {
+            name: file.name.clone(),
+            dir,
+            file,
+            documents,
+            trigger,
+            seed,
+        })
     }
 
     /// The expectation for a KEDA version (`2.14.1`), or an error naming the scenario file and the ranges.

@@ -35,6 +35,11 @@ pub struct Identity {
     /// Audience of the federated identity credential.
     #[serde(default = "default_fic_audience")]
     pub federated_audience: String,
+    /// The client id in the KEDA operator's `AZURE_CLIENT_ID` (its service account's
+    /// `azure.workload.identity/client-id` annotation). KEDA sends it when the TriggerAuthentication has no
+    /// `podIdentity.identityId`; when both are set, identityId is the one KEDA sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 fn default_fic_audience() -> String {

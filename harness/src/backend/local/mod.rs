@@ -114,6 +114,7 @@ pub async fn run(
         checks,
         manifest_changes: world.manifest_changes().to_vec(),
         diagnostics: None,
+        observation: eval.observation,
     };
     if !refused.is_empty() {
         verdict.checks.push(crate::report::Check {
