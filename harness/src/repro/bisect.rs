@@ -270,13 +270,13 @@ mod tests {
         assert_eq!(out.first_different.as_deref(), Some("2.15.0"));
         assert_eq!(out.last_same.as_deref(), Some("2.14.1"));
         assert_eq!(out.oldest_outcome, CellOutcome::ScalerError);
-        // Ends side by side, then halving 9 versions: 2.18.3, 2.16.1, 2.15.0.
+        // Ends side by side, then halving the 9 versions (indices 0..8): 4 = 2.17.3, 2 = 2.15.1, 1 = 2.15.0.
         assert_eq!(
             fake.calls,
             vec![
                 vec!["2.14.1", "2.21.0"],
-                vec!["2.18.3"],
-                vec!["2.16.1"],
+                vec!["2.17.3"],
+                vec!["2.15.1"],
                 vec!["2.15.0"]
             ]
         );

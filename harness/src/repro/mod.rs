@@ -435,6 +435,24 @@ pub struct ReproOutcome {
 }
 
 impl ReproOutcome {
+    /// The outcome before any version ran: how the manifests were read and used.
+    pub fn prepared(repro: &Repro) -> Self {
+        ReproOutcome {
+            scaled_job: repro.scaled_job.clone(),
+            files: repro
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            versions: vec![],
+            hint: None,
+            assumptions: repro.assumptions.clone(),
+            changes: repro.changes.clone(),
+            ignored: repro.ignored.clone(),
+            wall_seconds: 0.0,
+        }
+    }
+
     /// True when every version was observed (none is a harness error).
     pub fn all_ran(&self) -> bool {
         self.versions
@@ -484,18 +502,10 @@ pub async fn run(
         .map(ReproCell::from_verdict)
         .collect();
     let out = ReproOutcome {
-        scaled_job: repro.scaled_job.clone(),
-        files: repro
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect(),
         hint: hint_for(repro, &versions),
         versions,
-        assumptions: repro.assumptions.clone(),
-        changes: repro.changes.clone(),
-        ignored: repro.ignored.clone(),
         wall_seconds: outcome.wall_seconds,
+        ..ReproOutcome::prepared(repro)
     };
     if let Some(dir) = &opts.report_dir {
         write_report(dir, &out, &repro.scrubber)?;
