@@ -139,7 +139,11 @@ pub async fn run(
     }
     eprintln!(
         "[{label}] {} in {:.1} s; stopping everything it started",
-        if verdict.passed { "PASS" } else { "FAIL" },
+        match (&verdict.observation, verdict.passed) {
+            (Some(o), _) => o.outcome.as_str(),
+            (None, true) => "PASS",
+            (None, false) => "FAIL",
+        },
         verdict.seconds
     );
     drop(world);
