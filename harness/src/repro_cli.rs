@@ -39,8 +39,8 @@ pub struct ReproInputs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Write repro.json / bisect.json, repro.md, verdicts.json, junit.xml, summary.md and a diagnostics bundle
-    /// per version here.
+    /// Write reports here: repro writes repro.json, repro.md, verdicts.json, junit.xml, summary.md and a
+    /// diagnostics bundle per version; bisect writes bisect.json.
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
 }

@@ -219,8 +219,8 @@ pub fn identity(
             ),
             None => (
                 generated_guid(&format!("tenant {key}")),
-                "generated: no identityTenantId and no tenant-id annotation (the tenant's id does not change \
-                 what KEDA does)"
+                "generated: no identityTenantId and no tenant-id annotation; the tenant's id does not change \
+                 what KEDA does"
                     .to_string(),
             ),
         },
@@ -264,8 +264,8 @@ pub fn federated_subject(flag: Option<&str>) -> Result<Assumption, String> {
         None => Ok(Assumption {
             what: "federated credential subject".into(),
             value: OPERATOR_SUBJECT.into(),
-            from: "default: the KEDA operator's service account, as a working setup has it (KEDA asks Entra \
-                   with the operator's token); --fic-subject reproduces a credential that names another"
+            from: "default: the KEDA operator's service account, as a working setup has it, since KEDA asks \
+                   Entra with the operator's token; --fic-subject reproduces a credential that names another"
                 .into(),
         }),
     }
@@ -291,7 +291,7 @@ pub fn rows(flag: Option<u64>, target_query_value: Option<f64>) -> Result<Assump
                 what: "rows".into(),
                 value: n.to_string(),
                 from: format!(
-                    "default: three Jobs' worth at targetQueryValue {t} (--rows to choose)"
+                    "default: three Jobs' worth at targetQueryValue {t}; --rows to choose"
                 ),
             })
         }

@@ -282,6 +282,15 @@ fn add_object(
     }
     let fields = strip(&mut doc);
     let object = IngestedObject { doc, origin };
+    if let Some(why) = ignore_reason(&object) {
+        out.ignored.push(IgnoredObject {
+            place: object.place(),
+            object: object.label(),
+            why,
+        });
+        return Ok(());
+    }
+    // Only what is applied has changes to list.
     if !fields.is_empty() {
         out.stripped.push(Stripped {
             place: object.place(),
@@ -289,15 +298,7 @@ fn add_object(
             fields,
         });
     }
-    if let Some(why) = ignore_reason(&object) {
-        out.ignored.push(IgnoredObject {
-            place: object.place(),
-            object: object.label(),
-            why,
-        });
-    } else {
-        out.objects.push(object);
-    }
+    out.objects.push(object);
     Ok(())
 }
 

@@ -226,7 +226,7 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
             from: "(present)".into(),
             to: "(removed)".into(),
             why: format!(
-                "written by the customer's cluster, not part of what was applied ({})",
+                "written by the customer's cluster, not part of what was applied; {}",
                 s.place
             ),
         });
@@ -551,7 +551,7 @@ pub fn render_text(out: &ReproOutcome) -> String {
     );
     s.push_str("\nassumptions:\n");
     for a in &out.assumptions {
-        s.push_str(&format!("  - {}: {} ({})\n", a.what, a.value, a.from));
+        s.push_str(&format!("  - {}: {} — {}\n", a.what, a.value, a.from));
     }
     s.push_str("\nchanges to the manifests:\n");
     for c in &out.changes {
@@ -560,7 +560,7 @@ pub fn render_text(out: &ReproOutcome) -> String {
     if !out.ignored.is_empty() {
         s.push_str("\nignored:\n");
         for i in &out.ignored {
-            s.push_str(&format!("  - {} ({}): {}\n", i.object, i.place, i.why));
+            s.push_str(&format!("  - {} ({}) — {}\n", i.object, i.place, i.why));
         }
     }
     s.push('\n');
