@@ -394,3 +394,36 @@ fn the_seed_manifest_runs_as_a_repro() {
     assert!(r.ignored.is_empty());
     assert_eq!(r.scenario.polling_interval_seconds(), 5);
 }
+
+#[test]
+fn the_operator_s_own_service_account_names_the_client_id_it_runs_with() {
+    // `kubectl get sa -A -o yaml` often brings KEDA's own service account along: its annotation is what the
+    // operator's AZURE_CLIENT_ID holds, so it wins over the workload's. The object itself is not applied.
+    let tmp = tempfile::tempdir().unwrap();
+    let operator_sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: keda-operator\n  namespace: keda\n  annotations:\n    azure.workload.identity/client-id: 9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b\n    azure.workload.identity/tenant-id: 4f3e2d1c-0b9a-4887-a766-554433221100\n";
+    let files = vec![
+        fixture("orders-scaledjob.yaml"),
+        fixture("orders-auth-list.yaml"),
+        write(tmp.path(), "keda-sa.yaml", operator_sa),
+    ];
+    let r = repro::prepare(&files, &ReproOptions::default()).unwrap();
+    let client = assumption(&r, "client id");
+    assert_eq!(client.value, "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b");
+    assert!(
+        client.from.contains("the KEDA operator's service account"),
+        "{client:?}"
+    );
+    assert_eq!(
+        assumption(&r, "tenant id").value,
+        "4f3e2d1c-0b9a-4887-a766-554433221100"
+    );
+    assert!(r
+        .ignored
+        .iter()
+        .any(|i| i.object == "ServiceAccount keda/keda-operator"));
+    assert!(!r
+        .scenario
+        .documents
+        .iter()
+        .any(|d| d["metadata"]["name"] == "keda-operator"));
+}

@@ -118,6 +118,9 @@ pub struct Stripped {
 #[derive(Debug, Clone, Default)]
 pub struct Ingested {
     pub objects: Vec<IngestedObject>,
+    /// The objects behind `ignored`: not applied, but read (the KEDA operator's service account names the
+    /// client id the operator runs with).
+    pub set_aside: Vec<IngestedObject>,
     pub ignored: Vec<IgnoredObject>,
     pub stripped: Vec<Stripped>,
 }
@@ -288,6 +291,7 @@ fn add_object(
             object: object.label(),
             why,
         });
+        out.set_aside.push(object);
         return Ok(());
     }
     // Only what is applied has changes to list.
@@ -435,6 +439,14 @@ mod tests {
             e,
             "in.yaml: document 0: field `items[1]: metadata.name`: missing: the ConfigMap needs a name"
         );
+    }
+
+    #[test]
+    fn a_kubectl_json_export_is_read_too() {
+        let got = read(r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "w", "namespace": "n", "uid": "u1"}}], "metadata": {"resourceVersion": ""}}"#).unwrap();
+        assert_eq!(got.objects[0].label(), "ServiceAccount n/w");
+        assert_eq!(got.objects[0].place(), "in.yaml document 0 items[0]");
+        assert_eq!(got.stripped[0].fields, vec!["metadata.uid"]);
     }
 
     #[test]

@@ -107,7 +107,12 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
     }
     // Read errors name the file; they hold no value of it.
     let ingested = ingest::ingest(files).map_err(|e| ReproError::Manifest(e.to_string()))?;
-    let all_docs: Vec<Value> = ingested.objects.iter().map(|o| o.doc.clone()).collect();
+    let all_docs: Vec<Value> = ingested
+        .objects
+        .iter()
+        .chain(&ingested.set_aside)
+        .map(|o| o.doc.clone())
+        .collect();
     let scrubber = Scrubber::new().with_documents(&all_docs);
     let objects = &ingested.objects;
 
@@ -195,7 +200,9 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
                 && (auth_kind == "ClusterTriggerAuthentication" || o.namespace() == sj.namespace())
         })
     });
-    let facts = infer::identity(objects, sj, auth).map_err(|e| scrubbed(&scrubber, e))?;
+    let readable: Vec<ingest::IngestedObject> =
+        objects.iter().chain(&ingested.set_aside).cloned().collect();
+    let facts = infer::identity(&readable, sj, auth).map_err(|e| scrubbed(&scrubber, e))?;
     assumptions.extend(facts.assumptions.iter().cloned());
     let subject = infer::federated_subject(opts.fic_subject.as_deref()).map_err(|message| {
         ReproError::Flag {
