@@ -86,11 +86,19 @@ pub struct Hint {
 /// The part of an error that tells it apart: from Entra's `AADSTS` code or PostgreSQL's `FATAL:` on, else the
 /// first line (shortened).
 pub fn error_key(message: &str) -> String {
+    // Entra's answer sits deep in azidentity's multi-line text (inside a JSON body): its code and first
+    // sentence.
+    if let Some(at) = message.find("AADSTS") {
+        let rest = &message[at..];
+        let end = [". ", "\"", "\n"]
+            .iter()
+            .filter_map(|m| rest.find(m).map(|i| if *m == ". " { i + 1 } else { i }))
+            .min()
+            .unwrap_or(rest.len());
+        return shorten(rest[..end].trim());
+    }
     let line = message.lines().next().unwrap_or_default();
-    let from = ["AADSTS", "FATAL: "]
-        .iter()
-        .find_map(|m| line.find(m))
-        .unwrap_or(0);
+    let from = ["FATAL: "].iter().find_map(|m| line.find(m)).unwrap_or(0);
     let key = line[from..].trim_end_matches(')').trim();
     let key = if from > 0 && line[from..].ends_with("))") {
         // `... (FATAL: text (SQLSTATE 28P01))`: keep the SQLSTATE's own parenthesis.
@@ -98,6 +106,10 @@ pub fn error_key(message: &str) -> String {
     } else {
         key.to_string()
     };
+    shorten(&key)
+}
+
+fn shorten(key: &str) -> String {
     let cut: String = key.chars().take(160).collect();
     if key.chars().count() > 160 {
         format!("{cut}…")
@@ -194,12 +206,21 @@ pub fn derive(
         });
     }
     if cells.iter().all(|c| failing(c.outcome)) {
-        let mut text = format!(
-            "fails on every version run ({}); on {} with {}",
-            listed(&cells),
-            newest.keda,
-            describe_failure(newest)
-        );
+        let failures: Vec<String> = cells.iter().map(|c| describe_failure(c)).collect();
+        let mut text = if failures.iter().all(|f| *f == failures[0]) {
+            format!(
+                "fails on every version run ({}) with {}",
+                listed(&cells),
+                failures[0]
+            )
+        } else {
+            let each: Vec<String> = cells
+                .iter()
+                .zip(&failures)
+                .map(|(c, f)| format!("{} with {f}", c.keda))
+                .collect();
+            format!("fails on every version run: {}", each.join("; "))
+        };
         let fix = newest
             .error
             .as_deref()
@@ -265,6 +286,22 @@ mod tests {
             outcome,
             error: error.map(String::from),
         }
+    }
+
+    #[test]
+    fn the_key_of_an_entra_error_is_its_code_and_sentence() {
+        // azidentity's text around Entra's JSON body (AADSTS700213's sentence from Entra's published error
+        // reference, as mock-aad answers it).
+        let msg = "error establishing postgreSQL connection: ChainedTokenCredential authentication failed.\n\tWorkloadIdentityCredential authentication failed.\n{\"error\":\"invalid_client\",\"error_description\":\"AADSTS700213: No matching federated identity record found for presented assertion subject 'system:serviceaccount:keda:keda-operator'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation Trace ID: x\"}";
+        assert_eq!(
+            error_key(msg),
+            "AADSTS700213: No matching federated identity record found for presented assertion subject \
+             'system:serviceaccount:keda:keda-operator'."
+        );
+        assert_eq!(
+            error_key(EMPTY_PASSWORD),
+            "FATAL: empty password returned by client (SQLSTATE 28P01)"
+        );
     }
 
     #[test]

@@ -576,11 +576,13 @@ pub fn render_text(out: &ReproOutcome) -> String {
     if !errors.is_empty() {
         s.push_str("\nfirst error per version:\n");
         for c in errors {
-            s.push_str(&format!(
-                "  {}: {}\n",
-                c.keda,
-                c.error.as_deref().unwrap_or_default()
-            ));
+            // Continuation lines (azidentity's multi-line texts) indented under their version.
+            let text = c
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .replace('\n', "\n      ");
+            s.push_str(&format!("  {}: {}\n", c.keda, text.trim_end()));
         }
     }
     let bundles: Vec<&ReproCell> = out
