@@ -33,6 +33,10 @@ pub struct ReproInputs {
     /// elsewhere.
     #[arg(long, value_name = "SUBJECT")]
     pub fic_subject: Option<String>,
+    /// Seed the trigger's database with this SQL (run as the superuser) instead of from the trigger's query;
+    /// the query's value after it is the row count.
+    #[arg(long, value_name = "FILE")]
+    pub seed_sql: Option<PathBuf>,
     /// Where KEDA runs: only `local` is available for repro so far.
     #[arg(long, default_value = "local")]
     pub backend: String,
@@ -69,6 +73,7 @@ fn prepare(inputs: &ReproInputs) -> Repro {
     let opts = ReproOptions {
         rows: inputs.rows,
         fic_subject: inputs.fic_subject.clone(),
+        seed_sql: inputs.seed_sql.clone(),
     };
     repro::prepare(&inputs.files, &opts).unwrap_or_else(|e| refuse(e))
 }

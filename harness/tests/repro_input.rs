@@ -49,7 +49,7 @@ fn a_kubectl_export_and_a_list_in_two_files_become_the_customer_s_scenario() {
         &orders_files(),
         &ReproOptions {
             rows: Some(9),
-            fic_subject: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -82,7 +82,7 @@ fn a_kubectl_export_and_a_list_in_two_files_become_the_customer_s_scenario() {
     assert!(fic.from.starts_with("default"), "{fic:?}");
     assert_eq!(r.scenario.file.identity.federated_subject, fic.value);
     assert_eq!(assumption(&r, "rows").value, "9");
-    assert_eq!(r.scenario.file.data.rows, 9);
+    assert_eq!(r.scenario.planned_rows(), Some(9));
 
     // What the cluster wrote is gone from what is applied, and each removal is listed.
     for d in &r.scenario.documents {
@@ -286,22 +286,45 @@ fn unusable_manifests_name_the_file_document_and_field() {
 fn what_the_harness_cannot_do_yet_is_said_plainly() {
     let tmp = tempfile::tempdir().unwrap();
     let list = fixture("orders-auth-list.yaml");
-    // A query over the customer's own table: seeding is for `movies` until query-aware seeding lands.
+    // A query the planner cannot seed (a JOIN) is named where it is, with the way out.
     let sj = std::fs::read_to_string(fixture("orders-scaledjob.yaml"))
         .unwrap()
         .replace(
-            "query: SELECT COUNT(*) FROM movies",
-            "query: \"SELECT COUNT(*) FROM orders WHERE state = 'new'\"",
+            "query: SELECT COUNT(*) FROM orders WHERE state = 'new'",
+            "query: SELECT COUNT(*) FROM orders o JOIN customers c ON o.customer_id = c.id",
         );
-    let e = err(
-        &[write(tmp.path(), "sj.yaml", &sj), list.clone()],
-        &ReproOptions::default(),
-    );
+    let sj = write(tmp.path(), "sj.yaml", &sj);
+    let e = err(&[sj.clone(), list.clone()], &ReproOptions::default());
     assert!(
-        e.contains("sj.yaml: field `ScaledJob orders/order-processor: spec.triggers[postgresql].metadata.query`")
-            && e.contains("movies"),
+        e.contains("sj.yaml: document 0: field `ScaledJob orders/order-processor: spec.triggers[postgresql].metadata.query`")
+            && e.contains("--seed-sql FILE"),
         "{e}"
     );
+    // With the customer's SQL it is a repro; --rows then makes no sense.
+    let sql = write(
+        tmp.path(),
+        "seed.sql",
+        "CREATE TABLE orders (id int, customer_id int);\n",
+    );
+    let r = repro::prepare(
+        &[sj.clone(), list.clone()],
+        &ReproOptions {
+            seed_sql: Some(sql.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.scenario.planned_rows(), None);
+    assert!(assumption(&r, "rows").from.starts_with("--seed-sql"));
+    let e = err(
+        &[sj, list.clone()],
+        &ReproOptions {
+            seed_sql: Some(sql),
+            rows: Some(3),
+            ..Default::default()
+        },
+    );
+    assert!(e.starts_with("--rows: set together with --seed-sql"), "{e}");
     // A ScaledObject: not on the local backend yet.
     let so = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: web, namespace: orders}\nspec:\n  scaleTargetRef: {name: web}\n  triggers:\n  - type: postgresql\n    metadata: {host: orders-db.postgres.database.azure.com, userName: u, dbName: d, query: q}\n";
     let e = err(
@@ -318,8 +341,8 @@ fn what_the_harness_cannot_do_yet_is_said_plainly() {
     let e = match repro::prepare(
         &orders_files(),
         &ReproOptions {
-            rows: None,
             fic_subject: Some("system:serviceaccount:orders:order-worker\nx".into()),
+            ..Default::default()
         },
     ) {
         Err(e @ ReproError::Flag { .. }) => e.to_string(),
@@ -344,8 +367,8 @@ fn identity_comes_from_the_trigger_authentication_first() {
     let r = repro::prepare(
         &files,
         &ReproOptions {
-            rows: None,
             fic_subject: Some("system:serviceaccount:orders:order-worker".into()),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -364,7 +387,7 @@ fn identity_comes_from_the_trigger_authentication_first() {
         "--fic-subject"
     );
     // Default rows: three Jobs' worth at targetQueryValue 2.
-    assert_eq!(r.scenario.file.data.rows, 6);
+    assert_eq!(r.scenario.planned_rows(), Some(6));
     // A bad identityTenantId is named where it is.
     let bad = list.replace(
         "identityTenantId: 2c9e4b7a-1f3d-4a6e-8b5c-7d0e2f4a6b81",
@@ -389,7 +412,7 @@ fn the_seed_manifest_runs_as_a_repro() {
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seed/manifests.yaml");
     let r = repro::prepare(&[seed], &ReproOptions::default()).unwrap();
     assert_eq!(r.scaled_job, "movie-api/postgres-scaledjob");
-    assert_eq!(r.scenario.file.data.rows, 3);
+    assert_eq!(r.scenario.planned_rows(), Some(3));
     assert_eq!(r.scenario.file.identity.client_id, None);
     assert!(r.ignored.is_empty());
     assert_eq!(r.scenario.polling_interval_seconds(), 5);

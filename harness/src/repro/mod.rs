@@ -53,6 +53,8 @@ pub struct ReproOptions {
     pub rows: Option<u64>,
     /// The federated credential's subject (default: the KEDA operator's service account).
     pub fic_subject: Option<String>,
+    /// The customer's SQL to seed the trigger's database with, instead of seeding from the query.
+    pub seed_sql: Option<PathBuf>,
 }
 
 /// A prepared repro: the scenario to run and everything said about how it was made.
@@ -172,20 +174,25 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
         .and_then(|t| t.iter().find(|t| t["type"] == "postgresql"))
         .cloned()
         .unwrap_or_default();
+    // The data comes from the trigger's query (query-aware seeding), or from the customer's SQL.
     let query = trigger["metadata"]["query"].as_str().unwrap_or_default();
-    if !query.is_empty() && !infer::seedable_query(query) {
-        return Err(ReproError::Unsupported(scrubber.scrub_str(&format!(
-            "{}: field `{}`: {}: the harness seeds only the table `movies(id, title)` so far, and KEDA would run \
-             this query against a database without the customer's table; until query-aware seeding lands, write \
-             the query as `SELECT COUNT(*) FROM movies` in a copy of the manifest (the Job count then follows \
-             --rows)",
-            sj.origin.path.display(),
-            sj.origin.field(format!(
-                "{}: spec.triggers[postgresql].metadata.query",
-                sj.label()
-            )),
-            crate::scenario::shown(query)
-        )).into_owned()));
+    if opts.seed_sql.is_none() && !query.is_empty() {
+        if let Err(e) = crate::postgres::SeedPlan::for_query(query, 1) {
+            return Err(ReproError::Unsupported(
+                scrubber
+                    .scrub_str(&format!(
+                        "{}: document {}: field `{}`: {e}; seed the database with the customer's own SQL instead: \
+                         --seed-sql FILE",
+                        sj.origin.path.display(),
+                        sj.origin.index,
+                        sj.origin.field(format!(
+                            "{}: spec.triggers[postgresql].metadata.query",
+                            sj.label()
+                        )),
+                    ))
+                    .into_owned(),
+            ));
+        }
     }
 
     // The TriggerAuthentication the trigger names (trigger_facts checks it is there).
@@ -215,11 +222,26 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
         Value::Number(n) => n.as_f64(),
         _ => None,
     };
-    let rows = infer::rows(opts.rows, target).map_err(|message| ReproError::Flag {
-        flag: "rows",
-        message,
-    })?;
-    let row_count: u64 = rows.value.parse().unwrap_or(3);
+    let rows = match &opts.seed_sql {
+        Some(_) if opts.rows.is_some() => {
+            return Err(ReproError::Flag {
+                flag: "rows",
+                message: "set together with --seed-sql: the harness cannot know what the SQL inserts, so it runs \
+                          the trigger's query after it and takes that value; drop --rows"
+                    .into(),
+            })
+        }
+        Some(sql) => Assumption {
+            what: "rows".into(),
+            value: "(what the trigger's query returns after the seed SQL)".into(),
+            from: format!("--seed-sql {}", sql.display()),
+        },
+        None => infer::rows(opts.rows, target).map_err(|message| ReproError::Flag {
+            flag: "rows",
+            message,
+        })?,
+    };
+    let row_count: Option<u64> = rows.value.parse().ok();
     assumptions.push(subject.clone());
     assumptions.push(rows);
 
@@ -293,7 +315,7 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
             client_id: facts.operator_client_id.clone(),
         },
         data: Data {
-            rows: Some(row_count),
+            rows: row_count,
             seed_sql: None,
             table: None,
         },
@@ -316,6 +338,7 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
         file,
         documents,
         &origins,
+        opts.seed_sql.as_deref(),
     )
     .map_err(|e| scrubbed(&scrubber, e))?;
     changes.extend(scenario.manifests_to_apply().1);

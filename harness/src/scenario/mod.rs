@@ -177,18 +177,32 @@ impl Scenario {
 
     /// A scenario built in memory (`keda-harness repro` builds one from a customer's manifests), through the
     /// same checks as [`Scenario::load`]. `source` names the scenario in errors about `file` (there is no
-    /// scenario.yaml); `origins[i]` says where `documents[i]` came from.
+    /// scenario.yaml); `origins[i]` says where `documents[i]` came from. `seed_sql` seeds with that file instead
+    /// of `file.data` (as [`Scenario::with_seed_sql`], but the query is then never planned).
     pub(crate) fn from_documents(
         source: &Path,
         dir: PathBuf,
         file: ScenarioFile,
         documents: Vec<serde_yaml::Value>,
         origins: &[Origin],
+        seed_sql: Option<&Path>,
     ) -> Result<Self, ScenarioError> {
         validate::scenario_file(source, &file)?;
         expect::validate(source, &file.expect, file.data.rows.unwrap_or(0))?;
         let trigger = manifests::trigger_facts(source, &documents, origins)?;
-        let seed = data::seed_source(source, &dir, &file.data, &trigger, &file.expect)?;
+        let seed = match seed_sql {
+            Some(sql) => {
+                let origin = format!("--seed-sql {}", sql.display());
+                crate::postgres::seed::read_seed_sql(sql).map_err(|e| ScenarioError::Field {
+                    path: origin.clone(),
+                    field: "(file)".into(),
+                    message: e.to_string(),
+                })?;
+                data::no_added_rows(source, &file.expect, &origin)?;
+                SeedSource::Sql(sql.to_path_buf())
+            }
+            None => data::seed_source(source, &dir, &file.data, &trigger, &file.expect)?,
+        };
         Ok(Self {
             name: file.name.clone(),
             dir,
