@@ -81,6 +81,7 @@ fn verdicts() -> Vec<Verdict> {
             )],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         },
         Verdict {
             scenario: "fic-on-workload-sa".into(),
@@ -113,6 +114,7 @@ fn verdicts() -> Vec<Verdict> {
             ],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         },
         Verdict {
             scenario: "seed".into(),
@@ -132,6 +134,7 @@ fn verdicts() -> Vec<Verdict> {
             )],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         },
         Verdict::errored(
             "seed",
