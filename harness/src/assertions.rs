@@ -48,6 +48,8 @@ pub struct Evaluation {
     pub errors: Vec<SeenError>,
     /// The `KEDAScalerFailed` event that matched a `scaler-error` expectation.
     pub matched: Option<SeenError>,
+    /// What KEDA did, for an `observe` expectation.
+    pub observation: Option<crate::observation::Observation>,
 }
 
 impl Evaluation {
@@ -127,6 +129,7 @@ fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) ->
         return match e.outcome {
             Outcome::Scales => "jobs from the query's value".into(),
             Outcome::ScalerError => "scaler error, jobs from the query's value".into(),
+            Outcome::Observe => "observe".into(),
         };
     };
     let jobs = e.job_count(&scenario.trigger, rows);
@@ -136,6 +139,7 @@ fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) ->
         }
         Outcome::Scales => format!("{jobs} jobs"),
         Outcome::ScalerError => format!("scaler error, {jobs} jobs"),
+        Outcome::Observe => return "observe".into(),
     };
     let mut total = rows;
     for step in &e.then {
@@ -221,6 +225,7 @@ pub async fn evaluate<W: ScenarioWorld>(
                 }],
                 errors: errors_seen(world).await,
                 matched: None,
+                observation: None,
             }
         }
         // No expectation here counts from rows.
@@ -230,6 +235,45 @@ pub async fn evaluate<W: ScenarioWorld>(
     let observed;
 
     match expectation.outcome {
+        Outcome::Observe => {
+            let o = crate::observation::observe(world, scenario, rows, timing, applied_at).await;
+            observed = o.describe(timing.first_signal);
+            // A scaler error that is the outcome decides the verdict's error, as a matched `scaler-error` does.
+            let matched = match o.outcome {
+                crate::observation::ObservedOutcome::ScalerError => {
+                    obs.events().await.ok().and_then(|events| {
+                        events
+                            .iter()
+                            .find(|e| e.reason == SCALER_FAILED)
+                            .and_then(|ev| {
+                                event_errors(std::slice::from_ref(ev)).into_iter().next()
+                            })
+                    })
+                }
+                _ => None,
+            };
+            // Nothing is held against a guess: the check records what was seen.
+            checks.push(Check {
+                name: "observed what KEDA decided".into(),
+                passed: true,
+                detail: format!(
+                    "{observed} (KEDA's default strategy gives min(ceil({rows} / {}), {}) = {} jobs); {} token \
+                     requests",
+                    scenario.trigger.target_query_value,
+                    scenario.trigger.max_replica_count,
+                    o.formula_jobs,
+                    o.token_requests
+                ),
+            });
+            return Evaluation {
+                expected,
+                observed,
+                checks,
+                errors: errors_seen(world).await,
+                matched,
+                observation: Some(o),
+            };
+        }
         Outcome::ScalerError => {
             let found = poll(
                 "a KEDAScalerFailed event in this KEDA's pgx format",
@@ -363,6 +407,7 @@ pub async fn evaluate<W: ScenarioWorld>(
         checks,
         errors: errors_seen(world).await,
         matched,
+        observation: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `keda-harness` CLI.
 use clap::Parser;
 
+mod repro_cli;
+
 #[derive(Parser)]
 #[command(
     name = "keda-harness",
@@ -43,6 +45,33 @@ enum Cli {
         source: SourceArgs,
         #[command(flatten)]
         out: OutputArgs,
+    },
+    /// Reproduce a customer's failure from their manifests on several KEDA versions side by side: the outcome per
+    /// version (Jobs, or the scaler's first error), every assumption and change, and a fix hint.
+    #[command(after_help = repro_cli::REPRO_EXIT_CODES)]
+    Repro {
+        #[command(flatten)]
+        inputs: repro_cli::ReproInputs,
+        /// Comma-separated KEDA versions, or `all` (every catalog version); default 2.14.1, 2.15.0 and the
+        /// newest in the catalog.
+        #[arg(long, value_delimiter = ',')]
+        keda: Vec<String>,
+        /// Run the versions one after another instead of side by side.
+        #[arg(long)]
+        sequential: bool,
+    },
+    /// Find the first catalog version whose outcome with the customer's manifests differs from the oldest one's
+    /// (binary search; the cells it ran are listed).
+    #[command(after_help = repro_cli::BISECT_EXIT_CODES)]
+    Bisect {
+        #[command(flatten)]
+        inputs: repro_cli::ReproInputs,
+        /// Oldest version of the range (default: the catalog's oldest).
+        #[arg(long)]
+        from: Option<String>,
+        /// Newest version of the range (default: the catalog's newest).
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Stand up the Azure side (Entra mock, PostgreSQL behind the Entra front) with a scenario's data.
     Env {
@@ -155,6 +184,12 @@ fn main() -> anyhow::Result<()> {
             source,
             out,
         } => run_matrix("local", keda, scenario, !sequential, None, source, out),
+        Cli::Repro {
+            inputs,
+            keda,
+            sequential,
+        } => repro_cli::repro_command(inputs, keda, sequential),
+        Cli::Bisect { inputs, from, to } => repro_cli::bisect_command(inputs, from, to),
         Cli::Env { command } => keda_harness::env_up::run(command),
         Cli::Catalog {
             json,

@@ -54,6 +54,29 @@ impl MatrixOutcome {
     }
 }
 
+/// How the cells of a matrix run, whatever the scenarios came from.
+#[derive(Debug, Clone, Default)]
+pub struct CellOptions {
+    /// Run every cell at once (each has its own control plane) instead of one after another.
+    pub parallel: bool,
+    pub report_dir: Option<PathBuf>,
+    /// Write a diagnostics bundle for passing cells too.
+    pub always_diagnose: bool,
+}
+
+/// The catalog entries of `versions` (empty: the default set), or an error naming the unknown one.
+fn entries_for(catalog: &Catalog, versions: &[String]) -> anyhow::Result<Vec<CatalogEntry>> {
+    let versions = if versions.is_empty() {
+        default_versions(catalog)
+    } else {
+        versions.to_vec()
+    };
+    Ok(versions
+        .iter()
+        .map(|v| catalog.get(v).cloned())
+        .collect::<Result<_, _>>()?)
+}
+
 /// Build, run and judge every cell of `plan` on the local backend.
 pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
     let scenarios: Vec<Scenario> = plan
@@ -72,18 +95,37 @@ pub async fn run_local_scenarios(
 ) -> anyhow::Result<MatrixOutcome> {
     let started = Instant::now();
     let catalog = Catalog::load()?;
-    let versions = if plan.versions.is_empty() {
-        default_versions(&catalog)
-    } else {
-        plan.versions.clone()
-    };
     // Everything the user named is checked before anything slow starts.
-    let entries: Vec<CatalogEntry> = versions
-        .iter()
-        .map(|v| catalog.get(v).cloned())
-        .collect::<Result<_, _>>()?;
-    for s in &scenarios {
-        for e in &entries {
+    let entries = entries_for(&catalog, &plan.versions)?;
+    let opts = CellOptions {
+        parallel: plan.parallel,
+        report_dir: plan.report_dir.clone(),
+        always_diagnose: plan.always_diagnose,
+    };
+    run_entries_local(&scenarios, &entries, &opts, started).await
+}
+
+/// Build, run and judge scenarios already in memory (`keda-harness repro` builds one from a customer's
+/// manifests) × `versions` (empty: the default set; the catalog is [`Catalog::load`]'s) on the local backend.
+pub async fn run_scenarios_local(
+    scenarios: &[Scenario],
+    versions: &[String],
+    opts: &CellOptions,
+) -> anyhow::Result<MatrixOutcome> {
+    let started = Instant::now();
+    let catalog = Catalog::load()?;
+    let entries = entries_for(&catalog, versions)?;
+    run_entries_local(scenarios, &entries, opts, started).await
+}
+
+async fn run_entries_local(
+    scenarios: &[Scenario],
+    entries: &[CatalogEntry],
+    plan: &CellOptions,
+    started: Instant,
+) -> anyhow::Result<MatrixOutcome> {
+    for s in scenarios {
+        for e in entries {
             s.expectation_for(&e.version.to_string())?;
         }
     }
@@ -91,7 +133,7 @@ pub async fn run_local_scenarios(
     // Obtained before anything else: a bad registry override or a refused image stops the run here.
     let image_options = ImageOptions::from_env()?;
     let mut releases = Vec::new();
-    for e in &entries {
+    for e in entries {
         eprintln!(
             "==> KEDA {}: operator ({} source: {})",
             e.version,
@@ -192,7 +234,7 @@ pub async fn run_local_scenarios(
         out
     };
     // Verdicts carry operator log tails and KEDA's error texts: scrubbed before anyone prints or writes them.
-    let scrubber = scrubber_for(&scenarios);
+    let scrubber = scrubber_for(scenarios);
     verdicts.iter_mut().for_each(|v| scrubber.scrub_verdict(v));
     if let Some(dir) = &plan.report_dir {
         write_report(dir, &verdicts, &scrubber)?;

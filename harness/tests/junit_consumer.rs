@@ -82,6 +82,7 @@ fn verdicts() -> Vec<Verdict> {
             )],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         },
         Verdict {
             scenario: "fic-on-workload-sa".into(),
@@ -115,6 +116,7 @@ fn verdicts() -> Vec<Verdict> {
             ],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         },
         Verdict {
             scenario: "seed".into(),
@@ -135,6 +137,7 @@ fn verdicts() -> Vec<Verdict> {
             )],
             manifest_changes: vec![],
             diagnostics: None,
+            observation: None,
         },
         Verdict::errored(
             "seed",

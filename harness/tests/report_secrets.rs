@@ -248,6 +248,7 @@ fn verdict(scenario: &Scenario, bundle: &Path) -> Verdict {
         manifest_changes: scenario.manifests_to_apply().1,
         diagnostics: Some(bundle.to_path_buf()),
         keda_binary: None,
+        observation: None,
     }
 }
 

@@ -485,3 +485,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_operator_client_id_that_is_no_guid_is_refused() {
+    let text = seed_file("scenario.yaml").replace(
+        "  federated_subject: ",
+        "  client_id: \"3f1f7c2e\\nkind: Secret\"\n  federated_subject: ",
+    );
+    let e = load_err(&text, &seed_file("manifests.yaml"));
+    assert!(
+        e.contains("field `identity.client_id`") && e.contains("not a GUID") && !e.contains('\n'),
+        "{e}"
+    );
+}

@@ -50,6 +50,9 @@ pub struct Verdict {
     /// Where the operator binary that ran came from (module build or release image and its digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keda_binary: Option<crate::images::BinaryOrigin>,
+    /// What KEDA did, when the cell observed instead of checking an expectation (`keda-harness repro`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observation: Option<crate::observation::Observation>,
 }
 
 impl Verdict {
@@ -81,6 +84,7 @@ impl Verdict {
             manifest_changes: vec![],
             diagnostics: None,
             keda_binary: None,
+            observation: None,
         }
     }
 
@@ -495,6 +499,7 @@ mod tests {
                 manifest_changes: vec![],
                 diagnostics: None,
                 keda_binary: None,
+                observation: None,
             },
             Verdict {
                 scenario: "seed".into(),
@@ -522,6 +527,7 @@ mod tests {
                 manifest_changes: vec![],
                 diagnostics: Some("/tmp/r/diag".into()),
                 keda_binary: None,
+                observation: None,
             },
         ]
     }

@@ -248,6 +248,9 @@ impl Scrubber {
             s(&mut c.from);
             s(&mut c.to);
         }
+        if let Some(e) = v.observation.as_mut().and_then(|o| o.error.as_mut()) {
+            s(e);
+        }
     }
 
     /// Scrub one file in place; true when it changed.

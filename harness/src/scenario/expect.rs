@@ -46,6 +46,10 @@ pub enum Outcome {
     Scales,
     /// The scaler fails; a `KEDAScalerFailed` event carries `error_contains`.
     ScalerError,
+    /// No expectation: report what KEDA does (`keda-harness repro`). The run waits, within a bound, for Jobs
+    /// (and for their count to settle) or a scaler error, and reports it; `jobs` and `token_requests` are not
+    /// checked, the observation reports both (see `crate::observation`).
+    Observe,
 }
 
 /// How many Jobs labelled `scaledjob.keda.sh/name=<ScaledJob>` must exist.

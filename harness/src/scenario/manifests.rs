@@ -212,7 +212,8 @@ fn check_trigger_hosts(
             let err = |field: String, message: String| ScenarioError::ManifestField {
                 path: origins[at].path.display().to_string(),
                 index: origins[at].index,
-                field: format!("{kind} {name}: spec.triggers[{i}] ({ty}){field}"),
+                field: origins[at]
+                    .field(format!("{kind} {name}: spec.triggers[{i}] ({ty}){field}")),
                 message,
             };
             let Some(md) = trig["metadata"].as_mapping() else {
@@ -251,12 +252,19 @@ fn check_trigger_hosts(
                 if ty == "postgresql" && (key == "port" || key == "userName" || key == "dbName") {
                     continue;
                 }
+                // The value is shown only where the report would show it: a `connection` string or another
+                // scaler's URL may carry a password (`postgres://u:pw@h`, `redis://:pw@h`).
+                let mut probe = trig.clone();
+                super::redact::redact_trigger_value(&mut probe);
+                let shown_value = match str_field(&probe["metadata"][key]) {
+                    Some(v) if v == value => shown(&value),
+                    _ => "value not shown: it may carry a credential".to_string(),
+                };
                 return Err(err(
                     format!(".metadata.{key}"),
                     format!(
-                        "names a destination ({}) the harness does not serve: it stands in for PostgreSQL only; remove \
-                         this trigger from the scenario",
-                        shown(&value)
+                        "names a destination ({shown_value}) the harness does not serve: it stands in for PostgreSQL \
+                         only; remove this trigger from the scenario"
                     ),
                 ));
             }
@@ -290,7 +298,7 @@ pub(super) fn trigger_facts(
     let in_doc = |at: usize, field: String, message: String| ScenarioError::ManifestField {
         path: origins[at].path.display().to_string(),
         index: origins[at].index,
-        field,
+        field: origins[at].field(field),
         message,
     };
     let name = sj["metadata"]["name"]
@@ -819,6 +827,7 @@ mod tests {
                         Origin {
                             path: "m.yaml".into(),
                             index,
+                            item: None,
                         },
                         d,
                     )

@@ -14,7 +14,7 @@ mod redact;
 mod validate;
 
 pub use data::SeedSource;
-pub use expect::{Expectation, JobsExpectation, Outcome, ReplicasExpectation, TokenRequests};
+pub use expect::{Expectation, FromRows, JobsExpectation, Outcome, ReplicasExpectation, TokenRequests};
 pub use manifests::{
     ManifestChange, PostgresTrigger, ScaleTarget, SecretKeyRef, TriggerFacts, CLUSTER_OBJECT_NAMESPACE,
     MAX_REPLICA_COUNT,
@@ -26,6 +26,7 @@ pub use redact::{
     hidden_env_values, redact, redact_object_value, LAST_APPLIED_ANNOTATION, REDACTED,
     SHOWN_ENV_NAMES,
 };
+pub(crate) use validate::{is_guid, read_capped, shown};
 pub use validate::{
     MAX_DOCUMENTS, MAX_MANIFEST_FILE_BYTES, MAX_POLLING_INTERVAL_SECONDS, MAX_ROWS,
     MAX_SCENARIO_FILE_BYTES,
@@ -94,9 +95,22 @@ pub struct Scenario {
 /// Where a manifest document came from: its file and its position in that file (counted from 0, as
 /// [`ScenarioError::Manifest`] names it).
 #[derive(Debug, Clone)]
-pub(crate) struct Origin {
+pub struct Origin {
     pub path: PathBuf,
     pub index: usize,
+    /// The position in the document's `items` when the document is a `kind: List` (a `kubectl get -o yaml`
+    /// export), named in errors as `items[N]`.
+    pub item: Option<usize>,
+}
+
+impl Origin {
+    /// `field` as an error names it: prefixed with `items[N]: ` for an object from a `kind: List`.
+    pub fn field(&self, field: String) -> String {
+        match self.item {
+            Some(i) => format!("items[{i}]: {field}"),
+            None => field,
+        }
+    }
 }
 
 impl Scenario {
@@ -118,6 +132,7 @@ impl Scenario {
                 origins.push(Origin {
                     path: mpath.clone(),
                     index,
+                    item: None,
                 });
             }
             if documents.len() > MAX_DOCUMENTS {
@@ -177,6 +192,44 @@ impl Scenario {
             SeedSource::Planned(p) => Some(p.rows()),
             SeedSource::Sql(_) => None,
         }
+    }
+
+    /// A scenario built in memory (`keda-harness repro` builds one from a customer's manifests), through the
+    /// same checks as [`Scenario::load`]. `source` names the scenario in errors about `file` (there is no
+    /// scenario.yaml); `origins[i]` says where `documents[i]` came from. `seed_sql` seeds with that file instead
+    /// of `file.data` (as [`Scenario::with_seed_sql`], but the query is then never planned).
+    pub(crate) fn from_documents(
+        source: &Path,
+        dir: PathBuf,
+        file: ScenarioFile,
+        documents: Vec<serde_yaml::Value>,
+        origins: &[Origin],
+        seed_sql: Option<&Path>,
+    ) -> Result<Self, ScenarioError> {
+        validate::scenario_file(source, &file)?;
+        expect::validate(source, &file.expect, file.data.rows.unwrap_or(0))?;
+        let trigger = manifests::trigger_facts(source, &documents, origins)?;
+        let seed = match seed_sql {
+            Some(sql) => {
+                let origin = format!("--seed-sql {}", sql.display());
+                crate::postgres::seed::read_seed_sql(sql).map_err(|e| ScenarioError::Field {
+                    path: origin.clone(),
+                    field: "(file)".into(),
+                    message: e.to_string(),
+                })?;
+                data::no_added_rows(source, &file.expect, &origin)?;
+                SeedSource::Sql(sql.to_path_buf())
+            }
+            None => data::seed_source(source, &dir, &file.data, &trigger, &file.expect)?,
+        };
+        Ok(Self {
+            name: file.name.clone(),
+            dir,
+            file,
+            documents,
+            trigger,
+            seed,
+        })
     }
 
     /// The expectation for a KEDA version (`2.14.1`), or an error naming the scenario file and the ranges.

@@ -42,11 +42,10 @@ pub struct Identity {
     /// Audience of the federated identity credential.
     #[serde(default = "default_fic_audience")]
     pub federated_audience: String,
-    /// The managed identity's client id, for scenarios whose TriggerAuthentication names none (no
-    /// `podIdentity.identityId`, e.g. a password from a Secret): the KEDA operator still runs with Workload
-    /// Identity, and this is the client id on its service account. When the TriggerAuthentication names one,
-    /// that one is used and this must be absent or equal.
-    #[serde(default)]
+    /// The client id in the KEDA operator's `AZURE_CLIENT_ID` (its service account's
+    /// `azure.workload.identity/client-id` annotation). KEDA sends it when the TriggerAuthentication has no
+    /// `podIdentity.identityId`; when both are set, identityId is the one KEDA sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }
 

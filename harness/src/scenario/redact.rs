@@ -150,6 +150,12 @@ fn redact_strings(v: &mut Value) {
     }
 }
 
+/// One trigger with the values of its metadata that reports may not show replaced (what [`redact`] does to
+/// every trigger of a ScaledJob or ScaledObject).
+pub(crate) fn redact_trigger_value(t: &mut Value) {
+    redact_trigger(t)
+}
+
 fn redact_trigger(t: &mut Value) {
     let postgresql = t.get("type").and_then(Value::as_str) == Some("postgresql");
     match t.get_mut("metadata") {

@@ -27,7 +27,7 @@ pub const MAX_MANIFEST_FILE_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_DOCUMENTS: usize = 1000;
 
 /// A value as it may be shown in an error: escaped (quotes, newlines and NULs visible) and cut short.
-pub(super) fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     const MAX: usize = 80;
     let cut: String = s.chars().take(MAX).collect();
     let mut out = format!("{cut:?}");
@@ -40,7 +40,7 @@ pub(super) fn shown(s: &str) -> String {
 /// A GUID as Entra writes tenant, client and object ids: 8-4-4-4-12 hex digits. The braced, URN and
 /// undashed forms `uuid` also accepts are refused: Entra never issues them, and they would never match the
 /// ids in the tokens KEDA receives.
-pub(super) fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
 }
 
@@ -200,7 +200,7 @@ pub(super) fn polling_message(seconds: u64) -> String {
 /// Read a scenario file of at most `limit` bytes, refusing flow nesting the YAML parser would take minutes
 /// over. Only regular files are read: a FIFO or a device (`/dev/zero`, a symlink to one) would block or never
 /// end.
-pub(super) fn read_capped(path: &Path, limit: u64) -> Result<String, ScenarioError> {
+pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<String, ScenarioError> {
     let read_err = |source: io::Error| ScenarioError::Read {
         path: path.display().to_string(),
         source,

@@ -120,6 +120,7 @@ pub async fn run(
         manifest_changes: world.manifest_changes().to_vec(),
         diagnostics: None,
         keda_binary: Some(release.origin.clone()),
+        observation: eval.observation,
     };
     if !refused.is_empty() {
         verdict.checks.push(crate::report::Check {
@@ -144,7 +145,11 @@ pub async fn run(
     }
     eprintln!(
         "[{label}] {} in {:.1} s; stopping everything it started",
-        if verdict.passed { "PASS" } else { "FAIL" },
+        match (&verdict.observation, verdict.passed) {
+            (Some(o), _) => o.outcome.as_str(),
+            (None, true) => "PASS",
+            (None, false) => "FAIL",
+        },
         verdict.seconds
     );
     drop(world);
