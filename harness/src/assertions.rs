@@ -10,7 +10,7 @@ use crate::catalog::PgxErrorStyle;
 use crate::observe::{ObservedEvent, ScaledJobObserver};
 use crate::process::{wait_until, Poll};
 use crate::report::Check;
-use crate::scenario::{Expectation, Outcome, Scenario};
+use crate::scenario::{ErrorSource, Expectation, Outcome, Scenario, Step};
 
 /// The event KEDA's scale handler records when a scaler fails.
 pub const SCALER_FAILED: &str = "KEDAScalerFailed";
@@ -59,8 +59,14 @@ impl Timing {
     }
 }
 
+/// How KEDA's postgresql scaler wraps a failure to build its connection, a failed token request included
+/// (kedacore/keda pkg/scalers/postgresql_scaler.go, v2.15.0 and v2.21.0: `fmt.Errorf("error establishing
+/// postgreSQL connection: %w", err)` in NewPostgreSQLScaler and in getActiveNumber's token refresh).
+pub const KEDA_CONNECTION_ERROR_PREFIX: &str = "error establishing postgreSQL connection: ";
+
 /// How a scaler-error message must look: the expectation's text, inside the connect error of the pgx version
-/// this KEDA pins.
+/// this KEDA pins (`error_from: postgres`), or inside KEDA's connection-error wrapper (`error_from: entra`:
+/// azidentity's error, no connection was tried).
 pub fn scaler_error_matches(
     message: &str,
     expectation: &Expectation,
@@ -70,6 +76,15 @@ pub fn scaler_error_matches(
     let wanted = expectation.error_contains.as_deref().unwrap_or_default();
     if !message.contains(wanted) {
         return Err(format!("does not carry `{wanted}`"));
+    }
+    if expectation.error_from == ErrorSource::Entra {
+        if !message.contains(KEDA_CONNECTION_ERROR_PREFIX) {
+            return Err(format!(
+                "not KEDA's postgresql connection error: expected `{}`",
+                KEDA_CONNECTION_ERROR_PREFIX.trim_end()
+            ));
+        }
+        return Ok(());
     }
     let pg = &scenario.trigger.postgres;
     let prefix = pgx.connect_error_prefix(&pg.host, &pg.user, &pg.database);
@@ -91,6 +106,12 @@ fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
     let mut total = rows;
     for step in &e.then {
         total += step.add_rows;
+        if let Some(text) = &step.after_scaler_error {
+            s.push_str(&format!(", error `{}`", short(text)));
+        }
+        if let Some(n) = step.after_token_requests {
+            s.push_str(&format!(", {n} token requests"));
+        }
         s.push_str(&format!(
             ", +{} rows: {} jobs",
             step.add_rows,
@@ -249,6 +270,9 @@ pub async fn evaluate<W: ScenarioWorld>(
                 }),
             });
             for step in &expectation.then {
+                if let Some(text) = await_step_condition(world, step, timing, &mut checks).await {
+                    first_error.get_or_insert(text);
+                }
                 total_rows += step.add_rows;
                 let step_want = step.jobs.count(&scenario.trigger, total_rows);
                 match world.set_rows(total_rows).await {
@@ -283,6 +307,84 @@ pub async fn evaluate<W: ScenarioWorld>(
         checks,
         first_error,
     }
+}
+
+/// A condition's text in the expected column: long error texts cut to a few words.
+fn short(text: &str) -> String {
+    const MAX: usize = 40;
+    if text.chars().count() <= MAX {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(MAX).collect();
+    format!("{cut}…")
+}
+
+/// Wait for what a step says must happen before its rows are added (a scaler error, token requests), each
+/// recorded as a check. Returns the scaler error's message when one was awaited and seen.
+async fn await_step_condition<W: ScenarioWorld>(
+    world: &W,
+    step: &Step,
+    timing: Timing,
+    checks: &mut Vec<Check>,
+) -> Option<String> {
+    let obs = world.observer();
+    let tick = Duration::from_millis(500);
+    let mut seen_error = None;
+    if let Some(text) = &step.after_scaler_error {
+        let started = Instant::now();
+        let found = poll(
+            &format!("a {SCALER_FAILED} event carrying `{text}`"),
+            timing.first_signal,
+            tick,
+            || async {
+                let events = obs.events().await.map_err(|e| e.to_string())?;
+                let failures = scaler_failures(&events);
+                match failures.iter().find(|e| e.message.contains(text.as_str())) {
+                    Some(e) => Ok(Some(e.message.clone())),
+                    None => Err(match failures.last() {
+                        Some(e) => format!("last {SCALER_FAILED}: `{}`", e.message),
+                        None => format!("no {SCALER_FAILED} event"),
+                    }),
+                }
+            },
+        )
+        .await;
+        checks.push(Check {
+            name: format!("{SCALER_FAILED} event carries `{text}`"),
+            passed: found.is_ok(),
+            detail: match &found {
+                Ok(m) => format!("after {:.1} s: {m}", started.elapsed().as_secs_f64()),
+                Err(e) => e.clone(),
+            },
+        });
+        seen_error = found.ok();
+    }
+    if let Some(n) = step.after_token_requests {
+        let started = Instant::now();
+        let reached = poll(
+            &format!("{n} token requests"),
+            timing.first_signal,
+            tick,
+            || async {
+                let seen = world.token_requests();
+                if seen >= n {
+                    Ok(Some(seen))
+                } else {
+                    Err(format!("{seen} token requests"))
+                }
+            },
+        )
+        .await;
+        checks.push(Check {
+            name: format!("token requests from the trigger's identity reach {n}"),
+            passed: reached.is_ok(),
+            detail: match &reached {
+                Ok(seen) => format!("{seen} after {:.1} s", started.elapsed().as_secs_f64()),
+                Err(e) => e.clone(),
+            },
+        });
+    }
+    seen_error
 }
 
 /// Wait for `want` Jobs, then watch one more polling interval that KEDA does not create more.

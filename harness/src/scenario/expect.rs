@@ -17,6 +17,10 @@ pub struct Expectation {
     /// Text the scaler error must carry (a `KEDAScalerFailed` event message), for `scaler-error`.
     #[serde(default)]
     pub error_contains: Option<String>,
+    /// Who wrote `error_contains`: PostgreSQL through pgx (checked in this KEDA's pgx connect-error format), or
+    /// Entra through azidentity (checked inside KEDA's `error establishing postgreSQL connection:` wrapper).
+    #[serde(default)]
+    pub error_from: ErrorSource,
     pub jobs: JobsExpectation,
     pub token_requests: TokenRequests,
     #[serde(default)]
@@ -34,6 +38,17 @@ pub enum Outcome {
     Scales,
     /// The scaler fails; a `KEDAScalerFailed` event carries `error_contains`.
     ScalerError,
+}
+
+/// Where a scaler error's text comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorSource {
+    /// The database refused the login: a pgx connect error.
+    #[default]
+    Postgres,
+    /// Entra refused the token request: an azidentity error, before any connection.
+    Entra,
 }
 
 /// How many Jobs labelled `scaledjob.keda.sh/name=<ScaledJob>` must exist.
@@ -90,6 +105,10 @@ impl TokenRequests {
     }
 }
 
+/// A step waits for at most this many token requests: KEDA asks about once per token lifetime, so more is a
+/// run that does not end.
+pub const MAX_AWAITED_TOKEN_REQUESTS: u64 = 100;
+
 fn parse_range(
     path: &Path,
     index: usize,
@@ -129,6 +148,30 @@ pub(super) fn validate(
         }
         let mut total = rows;
         for (j, step) in e.then.iter().enumerate() {
+            if step
+                .after_scaler_error
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                return Err(ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: format!("expect[{i}].then[{j}].after_scaler_error"),
+                    message: "empty: write the text the scaler error must carry, e.g. `AADSTS90033`"
+                        .into(),
+                });
+            }
+            if step
+                .after_token_requests
+                .is_some_and(|n| !(1..=MAX_AWAITED_TOKEN_REQUESTS).contains(&n))
+            {
+                return Err(ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: format!("expect[{i}].then[{j}].after_token_requests"),
+                    message: format!(
+                        "must be 1..={MAX_AWAITED_TOKEN_REQUESTS}: the count of token requests to wait for"
+                    ),
+                });
+            }
             total = total
                 .checked_add(step.add_rows)
                 .filter(|t| *t <= MAX_ROWS)

@@ -4,14 +4,18 @@
 //! The identity, database host, role and database are read from the manifests themselves, so a customer's own
 //! YAML runs with a short `scenario.yaml` beside it.
 
+mod entra;
 mod expect;
+mod library;
 mod manifests;
 mod model;
 mod nesting;
 mod redact;
 mod validate;
 
-pub use expect::{Expectation, JobsExpectation, Outcome, TokenRequests};
+pub use entra::{EntraSettings, Outage};
+pub use expect::{ErrorSource, Expectation, JobsExpectation, Outcome, TokenRequests};
+pub use library::{library, LibraryEntry};
 pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};
 pub use nesting::MAX_FLOW_DEPTH;
@@ -98,6 +102,7 @@ impl Scenario {
         let text = validate::read_capped(&path, MAX_SCENARIO_FILE_BYTES)?;
         let file: ScenarioFile = model::parse(&path, &text)?;
         validate::scenario_file(&path, &file)?;
+        entra::validate(&path, &file.entra)?;
         expect::validate(&path, &file.expect, file.data.rows)?;
         let mut documents = Vec::new();
         let mut origins = Vec::new();

@@ -11,6 +11,9 @@ use super::{Expectation, ScenarioError};
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub name: String,
+    /// One line: what the customer sees (`keda-harness scenarios` lists it). Every shipped scenario has one.
+    #[serde(default)]
+    pub summary: String,
     #[serde(default)]
     pub description: String,
     /// Manifest files, relative to the scenario folder, applied in order.
@@ -19,6 +22,9 @@ pub struct ScenarioFile {
     pub data: Data,
     #[serde(default)]
     pub knobs: Knobs,
+    /// How the Entra tenant differs from one that accepts the manifests' identity (`scenario/entra.rs`).
+    #[serde(default)]
+    pub entra: super::EntraSettings,
     /// One entry per KEDA version range; the first whose range holds the version applies.
     pub expect: Vec<Expectation>,
 }
@@ -56,10 +62,19 @@ pub struct Knobs {
     pub polling_interval_seconds: Option<u64>,
 }
 
-/// A follow-up step once the first expectation holds.
+/// A follow-up step once the first expectation holds: optionally wait for something KEDA or Entra must do
+/// first, then add rows and expect a Job count.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// First wait until KEDA reports a scaler error carrying this text (a `KEDAScalerFailed` event), e.g.
+    /// while Entra is out: the rows added after it then show that scaling resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_scaler_error: Option<String>,
+    /// First wait until the Entra mock has answered this many token requests of the trigger's identity in all
+    /// (KEDA fetched new tokens, e.g. once its access token expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_token_requests: Option<u64>,
     /// Rows to add to the table.
     pub add_rows: u64,
     pub jobs: super::JobsExpectation,
