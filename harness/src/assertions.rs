@@ -10,7 +10,7 @@ use crate::catalog::PgxErrorStyle;
 use crate::observe::{ObservedEvent, ScaledJobObserver};
 use crate::process::{wait_until, Poll};
 use crate::report::Check;
-use crate::scenario::{ErrorSource, Expectation, Outcome, Scenario, Step};
+use crate::scenario::{ErrorChannel, ErrorSource, Expectation, Outcome, Scenario, Step};
 
 /// The event KEDA's scale handler records when a scaler fails.
 pub const SCALER_FAILED: &str = "KEDAScalerFailed";
@@ -24,6 +24,10 @@ pub trait ScenarioWorld {
     fn token_requests(&self) -> u64;
     /// Set the row count of the scenario's table.
     fn set_rows(&self, rows: u64) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    /// The KEDA operator's log so far (for errors that reach no event); empty where a backend cannot read it.
+    fn operator_log(&self) -> String {
+        String::new()
+    }
 }
 
 /// The outcome of evaluating one expectation.
@@ -174,54 +178,96 @@ pub async fn evaluate<W: ScenarioWorld>(
 
     match expectation.outcome {
         Outcome::ScalerError => {
-            let found = poll(
-                "a KEDAScalerFailed event in this KEDA's pgx format",
-                timing.first_signal,
-                tick,
-                || async {
-                    let events = obs.events().await.map_err(|e| e.to_string())?;
-                    let failures = scaler_failures(&events);
-                    if let Some(ok) = failures.iter().find(|e| {
-                        scaler_error_matches(&e.message, expectation, scenario, pgx).is_ok()
-                    }) {
-                        return Ok(Some((*ok).clone()));
+            let found_ok = if expectation.error_seen_in == ErrorChannel::OperatorLog {
+                let wanted = expectation.error_contains.as_deref().unwrap_or_default();
+                let found = poll(
+                    "the scaler error in the operator's log",
+                    timing.first_signal,
+                    tick,
+                    || async {
+                        let errors = logged_errors(&world.operator_log());
+                        if let Some(m) = errors
+                            .iter()
+                            .find(|m| scaler_error_matches(m, expectation, scenario, pgx).is_ok())
+                        {
+                            return Ok(Some(m.clone()));
+                        }
+                        Err(match errors.last() {
+                            Some(m) => format!(
+                                "last logged error `{}` {}",
+                                short(m),
+                                scaler_error_matches(m, expectation, scenario, pgx).unwrap_err()
+                            ),
+                            None => "no error in the operator's log".into(),
+                        })
+                    },
+                )
+                .await;
+                checks.push(Check {
+                    name: format!("the operator's log carries `{wanted}` (no event can)"),
+                    passed: found.is_ok(),
+                    detail: match &found {
+                        Ok(m) => m.clone(),
+                        Err(e) => e.clone(),
+                    },
+                });
+                let ok = found.is_ok();
+                first_error = found.ok();
+                ok
+            } else {
+                let found = poll(
+                    "a KEDAScalerFailed event in this KEDA's pgx format",
+                    timing.first_signal,
+                    tick,
+                    || async {
+                        let events = obs.events().await.map_err(|e| e.to_string())?;
+                        let failures = scaler_failures(&events);
+                        if let Some(ok) = failures.iter().find(|e| {
+                            scaler_error_matches(&e.message, expectation, scenario, pgx).is_ok()
+                        }) {
+                            return Ok(Some((*ok).clone()));
+                        }
+                        match failures.last() {
+                            Some(e) => Err(format!(
+                                "{SCALER_FAILED} `{}` {}",
+                                e.message,
+                                scaler_error_matches(&e.message, expectation, scenario, pgx)
+                                    .unwrap_err()
+                            )),
+                            None => Err(format!(
+                                "no {SCALER_FAILED} event; events: {:?}",
+                                events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                            )),
+                        }
+                    },
+                )
+                .await;
+                match &found {
+                    Ok(ev) => {
+                        first_error = Some(ev.message.clone());
+                        checks.push(Check {
+                            name: format!(
+                                "{SCALER_FAILED} event carries `{}` in pgx format",
+                                expectation.error_contains.as_deref().unwrap_or_default()
+                            ),
+                            passed: true,
+                            detail: format!(
+                                "{} ({}, reporter {})",
+                                ev.message, ev.type_, ev.reporter
+                            ),
+                        });
                     }
-                    match failures.last() {
-                        Some(e) => Err(format!(
-                            "{SCALER_FAILED} `{}` {}",
-                            e.message,
-                            scaler_error_matches(&e.message, expectation, scenario, pgx)
-                                .unwrap_err()
-                        )),
-                        None => Err(format!(
-                            "no {SCALER_FAILED} event; events: {:?}",
-                            events.iter().map(|e| &e.reason).collect::<Vec<_>>()
-                        )),
-                    }
-                },
-            )
-            .await;
-            match &found {
-                Ok(ev) => {
-                    first_error = Some(ev.message.clone());
-                    checks.push(Check {
+                    Err(e) => checks.push(Check {
                         name: format!(
-                            "{SCALER_FAILED} event carries `{}` in pgx format",
+                            "{SCALER_FAILED} event carries `{}`",
                             expectation.error_contains.as_deref().unwrap_or_default()
                         ),
-                        passed: true,
-                        detail: format!("{} ({}, reporter {})", ev.message, ev.type_, ev.reporter),
-                    });
+                        passed: false,
+                        detail: e.clone(),
+                    }),
                 }
-                Err(e) => checks.push(Check {
-                    name: format!(
-                        "{SCALER_FAILED} event carries `{}`",
-                        expectation.error_contains.as_deref().unwrap_or_default()
-                    ),
-                    passed: false,
-                    detail: e.clone(),
-                }),
-            }
+                found.is_ok()
+            };
             // Jobs must not appear during at least two polling intervals after the manifests were applied.
             let hold_until = applied_at + timing.polling_interval * 2;
             let now = Instant::now();
@@ -243,7 +289,7 @@ pub async fn evaluate<W: ScenarioWorld>(
             });
             observed = format!(
                 "{}, {} jobs",
-                if found.is_ok() {
+                if found_ok {
                     "scaler error"
                 } else {
                     "no scaler error"
@@ -270,7 +316,15 @@ pub async fn evaluate<W: ScenarioWorld>(
                 }),
             });
             for step in &expectation.then {
-                if let Some(text) = await_step_condition(world, step, timing, &mut checks).await {
+                if let Some(text) = await_step_condition(
+                    world,
+                    step,
+                    expectation.error_seen_in,
+                    timing,
+                    &mut checks,
+                )
+                .await
+                {
                     first_error.get_or_insert(text);
                 }
                 total_rows += step.add_rows;
@@ -309,6 +363,19 @@ pub async fn evaluate<W: ScenarioWorld>(
     }
 }
 
+/// The `error` of every ERROR line of a controller-runtime (zap console) log: `TIME\tERROR\tLOGGER\tMSG\t{json}`,
+/// the JSON's `error` decoded (real newlines and quotes), in log order.
+pub fn logged_errors(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.split('\t').nth(1) == Some("ERROR"))
+        .filter_map(|l| {
+            let json = &l[l.find('{')?..];
+            let v: serde_json::Value = serde_json::from_str(json).ok()?;
+            v.get("error")?.as_str().map(str::to_string)
+        })
+        .collect()
+}
+
 /// A condition's text in the expected column: long error texts cut to a few words.
 fn short(text: &str) -> String {
     const MAX: usize = 40;
@@ -324,6 +391,7 @@ fn short(text: &str) -> String {
 async fn await_step_condition<W: ScenarioWorld>(
     world: &W,
     step: &Step,
+    channel: ErrorChannel,
     timing: Timing,
     checks: &mut Vec<Check>,
 ) -> Option<String> {
@@ -332,25 +400,37 @@ async fn await_step_condition<W: ScenarioWorld>(
     let mut seen_error = None;
     if let Some(text) = &step.after_scaler_error {
         let started = Instant::now();
+        let seen_in = match channel {
+            ErrorChannel::Event => format!("{SCALER_FAILED} event"),
+            ErrorChannel::OperatorLog => "the operator's log".to_string(),
+        };
         let found = poll(
-            &format!("a {SCALER_FAILED} event carrying `{text}`"),
+            &format!("{seen_in} carrying `{text}`"),
             timing.first_signal,
             tick,
             || async {
-                let events = obs.events().await.map_err(|e| e.to_string())?;
-                let failures = scaler_failures(&events);
-                match failures.iter().find(|e| e.message.contains(text.as_str())) {
-                    Some(e) => Ok(Some(e.message.clone())),
-                    None => Err(match failures.last() {
-                        Some(e) => format!("last {SCALER_FAILED}: `{}`", e.message),
-                        None => format!("no {SCALER_FAILED} event"),
+                let messages: Vec<String> = match channel {
+                    ErrorChannel::Event => {
+                        let events = obs.events().await.map_err(|e| e.to_string())?;
+                        scaler_failures(&events)
+                            .iter()
+                            .map(|e| e.message.clone())
+                            .collect()
+                    }
+                    ErrorChannel::OperatorLog => logged_errors(&world.operator_log()),
+                };
+                match messages.iter().find(|m| m.contains(text.as_str())) {
+                    Some(m) => Ok(Some(m.clone())),
+                    None => Err(match messages.last() {
+                        Some(m) => format!("last in {seen_in}: `{}`", short(m)),
+                        None => format!("none in {seen_in}"),
                     }),
                 }
             },
         )
         .await;
         checks.push(Check {
-            name: format!("{SCALER_FAILED} event carries `{text}`"),
+            name: format!("{seen_in} carries `{text}`"),
             passed: found.is_ok(),
             detail: match &found {
                 Ok(m) => format!("after {:.1} s: {m}", started.elapsed().as_secs_f64()),
@@ -455,6 +535,37 @@ mod tests {
         assert!(err.contains("pgx format"), "{err}");
         let other = "error establishing postgreSQL connection: failed SASL auth (FATAL: password authentication failed for user \"movies-mi\")";
         assert!(scaler_error_matches(other, e, &s, PgxErrorStyle::HostUserDatabase).is_err());
+    }
+
+    #[test]
+    fn an_entra_error_must_sit_in_kedas_connection_error_not_in_pgx_format() {
+        let s = Scenario::load("wrong-identity-id").unwrap();
+        let e = s.expectation_for("2.15.0").unwrap();
+        assert_eq!(e.error_from, ErrorSource::Entra);
+        let body = format!(
+            "ChainedTokenCredential authentication failed. ... {}",
+            e.error_contains.as_deref().unwrap()
+        );
+        let wrapped = format!("{KEDA_CONNECTION_ERROR_PREFIX}{body}");
+        assert_eq!(
+            scaler_error_matches(&wrapped, e, &s, PgxErrorStyle::HostUserDatabase),
+            Ok(())
+        );
+        let err = scaler_error_matches(&body, e, &s, PgxErrorStyle::HostUserDatabase).unwrap_err();
+        assert!(
+            err.contains("error establishing postgreSQL connection"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn logged_errors_decode_the_error_field_of_error_lines_only() {
+        // controller-runtime's zap console layout: time, level, logger, message, then the fields as JSON.
+        let log = "2026-01-01T00:00:00Z\tINFO\tsetup\tStarting\t{\"error\": \"not an error line\"}\n\
+                   2026-01-01T00:00:01Z\tERROR\tscale_handler\terror resolving auth params\t{\"type\": \"ScaledJob\", \"error\": \"a\\n\\t\\\"b\\\"\"}\n\
+                   2026-01-01T00:00:02Z\tERROR\tevents\tno fields\n\
+                   2026-01-01T00:00:03Z\tERROR\tx\ty\t{not json\n";
+        assert_eq!(logged_errors(log), vec!["a\n\t\"b\"".to_string()]);
     }
 
     #[test]

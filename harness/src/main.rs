@@ -235,7 +235,10 @@ fn print_scenarios() -> anyhow::Result<()> {
     let name_w = lib.iter().map(|e| e.name.len()).max().unwrap_or(0).max(8);
     let fails: Vec<String> = lib.iter().map(|e| e.fails_on()).collect();
     let fails_w = fails.iter().map(|f| f.len()).max().unwrap_or(0).max(8);
-    println!("{:name_w$}  {:fails_w$}  what customers see", "scenario", "fails on");
+    println!(
+        "{:name_w$}  {:fails_w$}  what customers see",
+        "scenario", "fails on"
+    );
     for (e, f) in lib.iter().zip(&fails) {
         println!("{:name_w$}  {f:fails_w$}  {}", e.name, e.summary);
     }

@@ -99,10 +99,12 @@ impl OidcIssuerHost {
                 addr: listen,
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| OidcHostError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| OidcHostError::Bind {
+                addr: listen,
+                source,
+            })?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(
@@ -211,9 +213,9 @@ fn answer(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(format!("{} {path} -> {status}", req.method()));
-    let mut response = hyper::Response::new(Full::new(body.unwrap_or_else(|| {
-        Bytes::from_static(b"{\"error\":\"not found\"}")
-    })));
+    let mut response = hyper::Response::new(Full::new(
+        body.unwrap_or_else(|| Bytes::from_static(b"{\"error\":\"not found\"}")),
+    ));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -238,7 +240,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_both_documents_under_the_issuer_path_and_entra_style_discovery_finds_the_keys() {
+    async fn serves_both_documents_under_the_issuer_path_and_entra_style_discovery_finds_the_keys()
+    {
         let ca = TestCa::generate("oidc host test").unwrap();
         let cert = ca.issue_server(&["eastus.oic.prod-aks.azure.com"]).unwrap();
         let jwks = crate::keys::RsaSigningKey::entra_test_key().jwks();

@@ -393,7 +393,9 @@ impl LocalControlPlaneBuilder {
         let client = client_from_kubeconfig(&kubeconfig_path).await?;
         open_issuer_discovery(&client).await?;
 
-        let issuer_url = self.service_account_issuer.unwrap_or_else(|| server_url.clone());
+        let issuer_url = self
+            .service_account_issuer
+            .unwrap_or_else(|| server_url.clone());
         let plane = LocalControlPlane {
             issuer_url,
             apiserver,

@@ -123,14 +123,32 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         for (yaml, field) in [
-            ("registered_client_id: \"x'; DROP\"", "entra.registered_client_id"),
-            ("access_token_lifetime_seconds: 0", "entra.access_token_lifetime_seconds"),
-            ("access_token_lifetime_seconds: 99999999", "entra.access_token_lifetime_seconds"),
-            ("outage: {after_seconds: 5, for_seconds: 0}", "entra.outage.for_seconds"),
-            ("outage: {after_seconds: 100000, for_seconds: 5}", "entra.outage.after_seconds"),
+            (
+                "registered_client_id: \"x'; DROP\"",
+                "entra.registered_client_id",
+            ),
+            (
+                "access_token_lifetime_seconds: 0",
+                "entra.access_token_lifetime_seconds",
+            ),
+            (
+                "access_token_lifetime_seconds: 99999999",
+                "entra.access_token_lifetime_seconds",
+            ),
+            (
+                "outage: {after_seconds: 5, for_seconds: 0}",
+                "entra.outage.for_seconds",
+            ),
+            (
+                "outage: {after_seconds: 100000, for_seconds: 5}",
+                "entra.outage.after_seconds",
+            ),
         ] {
             let e = check(yaml).unwrap_err();
-            assert!(e.contains(field) && e.contains("scenario.yaml"), "{yaml}: {e}");
+            assert!(
+                e.contains(field) && e.contains("scenario.yaml"),
+                "{yaml}: {e}"
+            );
         }
         let e = check("outage: {after_seconds: 5, for_seconds: 5, kind: throttle}").unwrap_err();
         assert!(e.contains("kind"), "{e}");

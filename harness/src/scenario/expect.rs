@@ -21,6 +21,11 @@ pub struct Expectation {
     /// Entra through azidentity (checked inside KEDA's `error establishing postgreSQL connection:` wrapper).
     #[serde(default)]
     pub error_from: ErrorSource,
+    /// Where that text (and a step's `after_scaler_error`) shows: a `KEDAScalerFailed` event (default), or only
+    /// the operator's log, when the API server refuses the event (KEDA >= 2.20.0 records events through
+    /// events.k8s.io, whose notes may carry at most 1024 characters).
+    #[serde(default)]
+    pub error_seen_in: ErrorChannel,
     pub jobs: JobsExpectation,
     pub token_requests: TokenRequests,
     #[serde(default)]
@@ -49,6 +54,17 @@ pub enum ErrorSource {
     Postgres,
     /// Entra refused the token request: an azidentity error, before any connection.
     Entra,
+}
+
+/// Where a scaler error is seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorChannel {
+    /// A `KEDAScalerFailed` event on the ScaledJob.
+    #[default]
+    Event,
+    /// The KEDA operator's log (the event was refused or never written).
+    OperatorLog,
 }
 
 /// How many Jobs labelled `scaledjob.keda.sh/name=<ScaledJob>` must exist.
@@ -156,8 +172,9 @@ pub(super) fn validate(
                 return Err(ScenarioError::Field {
                     path: path.display().to_string(),
                     field: format!("expect[{i}].then[{j}].after_scaler_error"),
-                    message: "empty: write the text the scaler error must carry, e.g. `AADSTS90033`"
-                        .into(),
+                    message:
+                        "empty: write the text the scaler error must carry, e.g. `AADSTS90033`"
+                            .into(),
                 });
             }
             if step

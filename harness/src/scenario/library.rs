@@ -70,9 +70,7 @@ mod tests {
     use super::*;
 
     fn versions() -> Vec<String> {
-        ["2.14.1", "2.15.0", "2.21.0"]
-            .map(String::from)
-            .to_vec()
+        ["2.14.1", "2.15.0", "2.21.0"].map(String::from).to_vec()
     }
 
     #[test]
@@ -104,7 +102,12 @@ mod tests {
     fn every_failing_expectation_names_its_fix() {
         for name in known_scenarios() {
             let s = Scenario::load(&name).unwrap();
-            for e in s.file.expect.iter().filter(|e| e.outcome != Outcome::Scales) {
+            for e in s
+                .file
+                .expect
+                .iter()
+                .filter(|e| e.outcome != Outcome::Scales)
+            {
                 assert!(
                     e.hint.as_deref().is_some_and(|h| !h.trim().is_empty()),
                     "{name}: the expectation for {} fails and needs a `hint:` naming the fix",

@@ -14,7 +14,7 @@ mod redact;
 mod validate;
 
 pub use entra::{EntraSettings, Outage};
-pub use expect::{ErrorSource, Expectation, JobsExpectation, Outcome, TokenRequests};
+pub use expect::{ErrorChannel, ErrorSource, Expectation, JobsExpectation, Outcome, TokenRequests};
 pub use library::{library, LibraryEntry};
 pub use manifests::{ManifestChange, PostgresTrigger, TriggerFacts};
 pub use model::{Data, Identity, Knobs, ScenarioFile, Step};

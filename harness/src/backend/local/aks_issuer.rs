@@ -33,26 +33,27 @@ pub fn issuer_url(tenant_id: &str) -> String {
 }
 
 /// Serve the apiserver's discovery document and JWKS for its (AKS-shaped) issuer's host, on `ip` (any port),
-/// with a certificate of the run's CA for that host. The documents are read from the apiserver anonymously,
-/// as the issuer-discovery ClusterRoleBinding allows.
+/// with a certificate of the run's CA for that host. The documents are read from the apiserver.
 pub async fn start_host(
     control_plane: &LocalControlPlane,
     ca: &TestCa,
     ip: IpAddr,
 ) -> anyhow::Result<OidcIssuerHost> {
-    let http = control_plane.https_client();
+    // As the admin user: what AKS publishes is the apiserver's own documents, and the anonymous binding
+    // for discovery may not have reached the authorizer's cache yet.
+    let client = control_plane.client();
     let get = |path: &'static str| {
-        let url = format!("{}{path}", control_plane.server_url());
-        let http = http.clone();
+        let client = client.clone();
         async move {
-            http.get(&url)
-                .send()
+            let req = http::Request::get(path)
+                .body(Vec::new())
+                .with_context(|| format!("GET {path}"))?;
+            let text = client
+                .request_text(req)
                 .await
-                .and_then(|r| r.error_for_status())
-                .with_context(|| format!("GET {url}"))?
-                .json::<serde_json::Value>()
-                .await
-                .with_context(|| format!("GET {url}: not JSON"))
+                .with_context(|| format!("GET {path} from the apiserver"))?;
+            serde_json::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("GET {path}: not JSON"))
         }
     };
     let discovery = get("/.well-known/openid-configuration").await?;

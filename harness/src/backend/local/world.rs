@@ -381,7 +381,11 @@ impl LocalWorld {
         )?;
         w(
             "oidc-issuer-requests.txt",
-            format!("{}\n{}\n", self.oidc_host.issuer(), self.oidc_host.requests().join("\n")),
+            format!(
+                "{}\n{}\n",
+                self.oidc_host.issuer(),
+                self.oidc_host.requests().join("\n")
+            ),
         )?;
         w(
             "egress-journal.txt",
@@ -458,6 +462,10 @@ impl ScenarioWorld for LocalWorld {
             .iter()
             .filter(|e| e.client_id.as_deref() == Some(self.client_id.as_str()))
             .count() as u64
+    }
+
+    fn operator_log(&self) -> String {
+        std::fs::read_to_string(self.operator.log_path()).unwrap_or_default()
     }
 
     async fn set_rows(&self, rows: u64) -> anyhow::Result<()> {
