@@ -13,13 +13,18 @@ pub struct LibraryEntry {
     pub failing_ranges: Vec<String>,
     /// Of `versions` (the catalog's), those whose expectation is not `scales`.
     pub failing_versions: Vec<String>,
+    /// No expectation of the scenario is `scales`: it fails on every version.
+    pub fails_everywhere: bool,
 }
 
 impl LibraryEntry {
-    /// `<2.15.0, >=2.15.0 (2.14.1, 2.15.0, ...)`, or `none` when it scales everywhere.
+    /// `<2.15.0 (2.14.1)`, `every version`, or `none` when it scales everywhere.
     pub fn fails_on(&self) -> String {
         if self.failing_ranges.is_empty() {
             return "none".into();
+        }
+        if self.fails_everywhere {
+            return "every version".into();
         }
         let ranges = self.failing_ranges.join("; ");
         if self.failing_versions.is_empty() {
@@ -58,6 +63,7 @@ fn entry(s: &Scenario, versions: &[String]) -> LibraryEntry {
         .cloned()
         .collect();
     LibraryEntry {
+        fails_everywhere: s.file.expect.iter().all(|e| e.outcome != Outcome::Scales),
         name: s.name.clone(),
         summary: s.file.summary.clone(),
         failing_ranges,
@@ -95,6 +101,7 @@ mod tests {
         assert_eq!(seed.fails_on(), "<2.15.0 (2.14.1)");
         let wrong = by("wrong-identity-id");
         assert_eq!(wrong.failing_versions, versions());
+        assert_eq!(wrong.fails_on(), "every version");
         assert_eq!(by("token-expiry").failing_versions, vec!["2.14.1"]);
     }
 
