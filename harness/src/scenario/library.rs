@@ -35,6 +35,21 @@ impl LibraryEntry {
     }
 }
 
+/// A summary is one line of the listing: no newlines or other control characters, at most 300 characters.
+pub(super) fn validate_summary(path: &std::path::Path, summary: &str) -> Result<(), ScenarioError> {
+    if summary.chars().any(char::is_control) || summary.chars().count() > 300 {
+        return Err(ScenarioError::Field {
+            path: path.display().to_string(),
+            field: "summary".into(),
+            message: format!(
+                "{}: write one line of at most 300 characters, what customers see (quote it; use `description` for more)",
+                super::validate::shown(summary)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Every scenario under `scenarios/`, loaded and validated, with its failing versions among `versions`.
 pub fn library(versions: &[String]) -> Result<Vec<LibraryEntry>, ScenarioError> {
     known_scenarios()
@@ -103,6 +118,18 @@ mod tests {
         assert_eq!(wrong.failing_versions, versions());
         assert_eq!(wrong.fails_on(), "every version");
         assert_eq!(by("token-expiry").failing_versions, vec!["2.14.1"]);
+    }
+
+    #[test]
+    fn a_multi_line_summary_is_refused_naming_the_field() {
+        let e = validate_summary(std::path::Path::new("s/scenario.yaml"), "one\ntwo")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s/scenario.yaml") && e.contains("summary"),
+            "{e}"
+        );
+        assert!(validate_summary(std::path::Path::new("s"), "AADSTS700016: ...").is_ok());
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Scenario {
         let file: ScenarioFile = model::parse(&path, &text)?;
         validate::scenario_file(&path, &file)?;
         entra::validate(&path, &file.entra)?;
+        library::validate_summary(&path, &file.summary)?;
         expect::validate(&path, &file.expect, file.data.rows)?;
         let mut documents = Vec::new();
         let mut origins = Vec::new();

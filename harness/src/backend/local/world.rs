@@ -281,11 +281,11 @@ impl LocalWorld {
         let applied_at = Instant::now();
         let entra = Arc::new(entra);
         let outage = scenario.file.entra.outage.map(|o| {
-            say(&format!(
-                "Entra outage planned: token endpoint 503 from {} s to {} s after the manifests",
-                o.after_seconds,
-                o.after_seconds + o.for_seconds
-            ));
+            tracing::info!(
+                from_seconds = o.after_seconds,
+                to_seconds = o.after_seconds + o.for_seconds,
+                "Entra outage planned: the token endpoint answers 503 in this window after the manifests"
+            );
             aks_issuer::spawn_outage(entra.clone(), applied_at, o)
         });
         let observer = ScaledJobObserver::new(client, &trig.namespace, &trig.scaled_job);
