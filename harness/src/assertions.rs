@@ -13,7 +13,9 @@ use crate::observe::{
 use crate::process::{wait_until, Poll};
 use crate::report::deciding::{explain, Decision, SeenError};
 use crate::report::{Check, DecidingError, TransientError};
-use crate::scenario::{Expectation, JobsExpectation, Outcome, ReplicasExpectation, Scenario};
+use crate::scenario::{
+    ErrorChannel, ErrorSource, Expectation, JobsExpectation, Outcome, ReplicasExpectation, Scenario, Step,
+};
 
 /// The event KEDA's scale handler records when a scaler fails.
 pub const SCALER_FAILED: &str = "KEDAScalerFailed";
@@ -87,8 +89,14 @@ impl Timing {
     }
 }
 
+/// How KEDA's postgresql scaler wraps a failure to build its connection, a failed token request included
+/// (kedacore/keda pkg/scalers/postgresql_scaler.go, v2.15.0 and v2.21.0: `fmt.Errorf("error establishing
+/// postgreSQL connection: %w", err)` in NewPostgreSQLScaler and in getActiveNumber's token refresh).
+pub const KEDA_CONNECTION_ERROR_PREFIX: &str = "error establishing postgreSQL connection: ";
+
 /// How a scaler-error message must look: the expectation's text, inside the connect error of the pgx version
-/// this KEDA pins.
+/// this KEDA pins (`error_from: postgres`), or inside KEDA's connection-error wrapper (`error_from: entra`:
+/// azidentity's error, no connection was tried).
 pub fn scaler_error_matches(
     message: &str,
     expectation: &Expectation,
@@ -98,6 +106,15 @@ pub fn scaler_error_matches(
     let wanted = expectation.error_contains.as_deref().unwrap_or_default();
     if !message.contains(wanted) {
         return Err(format!("does not carry `{wanted}`"));
+    }
+    if expectation.error_from == ErrorSource::Entra {
+        if !message.contains(KEDA_CONNECTION_ERROR_PREFIX) {
+            return Err(format!(
+                "not KEDA's postgresql connection error: expected `{}`",
+                KEDA_CONNECTION_ERROR_PREFIX.trim_end()
+            ));
+        }
+        return Ok(());
     }
     let pg = &scenario.trigger.postgres;
     let prefix = pgx.connect_error_prefix(&pg.host, &pg.user, &pg.database);
@@ -144,6 +161,12 @@ fn describe_for_rows(e: &Expectation, scenario: &Scenario, rows: Option<u64>) ->
     let mut total = rows;
     for step in &e.then {
         total += step.add_rows;
+        if let Some(text) = &step.after_scaler_error {
+            s.push_str(&format!(", error `{}`", short(text)));
+        }
+        if let Some(n) = step.after_token_requests {
+            s.push_str(&format!(", {n} token requests"));
+        }
         s.push_str(&format!(
             ", +{} rows: {} jobs",
             step.add_rows,
@@ -275,54 +298,96 @@ pub async fn evaluate<W: ScenarioWorld>(
             };
         }
         Outcome::ScalerError => {
-            let found = poll(
-                "a KEDAScalerFailed event in this KEDA's pgx format",
-                timing.first_signal,
-                tick,
-                || async {
-                    let events = obs.events().await.map_err(|e| e.to_string())?;
-                    let failures = scaler_failures(&events);
-                    if let Some(ok) = failures.iter().find(|e| {
-                        scaler_error_matches(&e.message, expectation, scenario, pgx).is_ok()
-                    }) {
-                        return Ok(Some((*ok).clone()));
+            let found_ok = if expectation.error_seen_in == ErrorChannel::OperatorLog {
+                let wanted = expectation.error_contains.as_deref().unwrap_or_default();
+                let found = poll(
+                    "the scaler error in the operator's log",
+                    timing.first_signal,
+                    tick,
+                    || async {
+                        let errors = operator_log_errors(&world.operator_log());
+                        if let Some(m) = errors.iter().find(|m| {
+                            scaler_error_matches(&m.text, expectation, scenario, pgx).is_ok()
+                        }) {
+                            return Ok(Some(m.clone()));
+                        }
+                        Err(match errors.last() {
+                            Some(m) => format!(
+                                "last logged error `{}` {}",
+                                short(&m.text),
+                                scaler_error_matches(&m.text, expectation, scenario, pgx)
+                                    .unwrap_err()
+                            ),
+                            None => "no error in the operator's log".into(),
+                        })
+                    },
+                )
+                .await;
+                checks.push(Check {
+                    name: format!("the operator's log carries `{wanted}` (no event can)"),
+                    passed: found.is_ok(),
+                    detail: match &found {
+                        Ok(m) => m.text.clone(),
+                        Err(e) => e.clone(),
+                    },
+                });
+                let ok = found.is_ok();
+                matched = found.ok();
+                ok
+            } else {
+                let found = poll(
+                    "a KEDAScalerFailed event in this KEDA's pgx format",
+                    timing.first_signal,
+                    tick,
+                    || async {
+                        let events = obs.events().await.map_err(|e| e.to_string())?;
+                        let failures = scaler_failures(&events);
+                        if let Some(ok) = failures.iter().find(|e| {
+                            scaler_error_matches(&e.message, expectation, scenario, pgx).is_ok()
+                        }) {
+                            return Ok(Some((*ok).clone()));
+                        }
+                        match failures.last() {
+                            Some(e) => Err(format!(
+                                "{SCALER_FAILED} `{}` {}",
+                                e.message,
+                                scaler_error_matches(&e.message, expectation, scenario, pgx)
+                                    .unwrap_err()
+                            )),
+                            None => Err(format!(
+                                "no {SCALER_FAILED} event; events: {:?}",
+                                events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                            )),
+                        }
+                    },
+                )
+                .await;
+                match &found {
+                    Ok(ev) => {
+                        matched = event_errors(std::slice::from_ref(ev)).into_iter().next();
+                        checks.push(Check {
+                            name: format!(
+                                "{SCALER_FAILED} event carries `{}` in pgx format",
+                                expectation.error_contains.as_deref().unwrap_or_default()
+                            ),
+                            passed: true,
+                            detail: format!(
+                                "{} ({}, reporter {})",
+                                ev.message, ev.type_, ev.reporter
+                            ),
+                        });
                     }
-                    match failures.last() {
-                        Some(e) => Err(format!(
-                            "{SCALER_FAILED} `{}` {}",
-                            e.message,
-                            scaler_error_matches(&e.message, expectation, scenario, pgx)
-                                .unwrap_err()
-                        )),
-                        None => Err(format!(
-                            "no {SCALER_FAILED} event; events: {:?}",
-                            events.iter().map(|e| &e.reason).collect::<Vec<_>>()
-                        )),
-                    }
-                },
-            )
-            .await;
-            match &found {
-                Ok(ev) => {
-                    matched = event_errors(std::slice::from_ref(ev)).into_iter().next();
-                    checks.push(Check {
+                    Err(e) => checks.push(Check {
                         name: format!(
-                            "{SCALER_FAILED} event carries `{}` in pgx format",
+                            "{SCALER_FAILED} event carries `{}`",
                             expectation.error_contains.as_deref().unwrap_or_default()
                         ),
-                        passed: true,
-                        detail: format!("{} ({}, reporter {})", ev.message, ev.type_, ev.reporter),
-                    });
+                        passed: false,
+                        detail: e.clone(),
+                    }),
                 }
-                Err(e) => checks.push(Check {
-                    name: format!(
-                        "{SCALER_FAILED} event carries `{}`",
-                        expectation.error_contains.as_deref().unwrap_or_default()
-                    ),
-                    passed: false,
-                    detail: e.clone(),
-                }),
-            }
+                found.is_ok()
+            };
             // Jobs must not appear during at least two polling intervals after the manifests were applied.
             let hold_until = applied_at + timing.polling_interval * 2;
             let now = Instant::now();
@@ -344,7 +409,7 @@ pub async fn evaluate<W: ScenarioWorld>(
             });
             observed = format!(
                 "{}, {} jobs",
-                if found.is_ok() {
+                if found_ok {
                     "scaler error"
                 } else {
                     "no scaler error"
@@ -373,6 +438,8 @@ pub async fn evaluate<W: ScenarioWorld>(
                 checks.push(transient_errors_check(&events, text));
             }
             for step in &expectation.then {
+                await_step_condition(world, step, expectation.error_seen_in, timing, &mut checks)
+                    .await;
                 total_rows += step.add_rows;
                 let step_want = step.jobs.count(&scenario.trigger, total_rows);
                 match world.set_rows(total_rows).await {
@@ -448,6 +515,98 @@ fn transient_errors_check(events: &[ObservedEvent], text: &str) -> Check {
                 tolerated[0].message
             ),
         },
+    }
+}
+
+/// A condition's text in the expected column: long error texts cut to a few words.
+fn short(text: &str) -> String {
+    const MAX: usize = 40;
+    if text.chars().count() <= MAX {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(MAX).collect();
+    format!("{cut}…")
+}
+
+/// Wait for what a step says must happen before its rows are added (a scaler error, token requests), each
+/// recorded as a check. Errors seen there count among the run's errors (read at the end), not as its
+/// deciding error: the step's expectation is that KEDA recovers.
+async fn await_step_condition<W: ScenarioWorld>(
+    world: &W,
+    step: &Step,
+    channel: ErrorChannel,
+    timing: Timing,
+    checks: &mut Vec<Check>,
+) {
+    let obs = world.observer();
+    let tick = Duration::from_millis(500);
+    if let Some(text) = &step.after_scaler_error {
+        let started = Instant::now();
+        let seen_in = match channel {
+            ErrorChannel::Event => format!("{SCALER_FAILED} event"),
+            ErrorChannel::OperatorLog => "the operator's log".to_string(),
+        };
+        let found = poll(
+            &format!("{seen_in} carrying `{text}`"),
+            timing.first_signal,
+            tick,
+            || async {
+                let messages: Vec<String> = match channel {
+                    ErrorChannel::Event => {
+                        let events = obs.events().await.map_err(|e| e.to_string())?;
+                        scaler_failures(&events)
+                            .iter()
+                            .map(|e| e.message.clone())
+                            .collect()
+                    }
+                    ErrorChannel::OperatorLog => operator_log_errors(&world.operator_log())
+                        .into_iter()
+                        .map(|e| e.text)
+                        .collect(),
+                };
+                match messages.iter().find(|m| m.contains(text.as_str())) {
+                    Some(m) => Ok(Some(m.clone())),
+                    None => Err(match messages.last() {
+                        Some(m) => format!("last in {seen_in}: `{}`", short(m)),
+                        None => format!("none in {seen_in}"),
+                    }),
+                }
+            },
+        )
+        .await;
+        checks.push(Check {
+            name: format!("{seen_in} carries `{text}`"),
+            passed: found.is_ok(),
+            detail: match &found {
+                Ok(m) => format!("after {:.1} s: {m}", started.elapsed().as_secs_f64()),
+                Err(e) => e.clone(),
+            },
+        });
+    }
+    if let Some(n) = step.after_token_requests {
+        let started = Instant::now();
+        let reached = poll(
+            &format!("{n} token requests"),
+            timing.first_signal,
+            tick,
+            || async {
+                let seen = world.token_requests();
+                if seen >= n {
+                    Ok(Some(seen))
+                } else {
+                    Err(format!("{seen} token requests"))
+                }
+            },
+        )
+        .await;
+        checks.push(Check {
+            name: format!("token requests from the trigger's identity reach {n}"),
+            passed: reached.is_ok(),
+            detail: match &reached {
+                Ok(seen) => format!("{seen} after {:.1} s", started.elapsed().as_secs_f64()),
+                Err(e) => e.clone(),
+            },
+        });
     }
 }
 
@@ -546,6 +705,27 @@ mod tests {
         assert!(
             !c.passed && c.detail.contains("password authentication failed"),
             "{c:?}"
+        );
+    }
+
+    #[test]
+    fn an_entra_error_must_sit_in_kedas_connection_error_not_in_pgx_format() {
+        let s = Scenario::load("wrong-identity-id").unwrap();
+        let e = s.expectation_for("2.15.0").unwrap();
+        assert_eq!(e.error_from, ErrorSource::Entra);
+        let body = format!(
+            "ChainedTokenCredential authentication failed. ... {}",
+            e.error_contains.as_deref().unwrap()
+        );
+        let wrapped = format!("{KEDA_CONNECTION_ERROR_PREFIX}{body}");
+        assert_eq!(
+            scaler_error_matches(&wrapped, e, &s, PgxErrorStyle::HostUserDatabase),
+            Ok(())
+        );
+        let err = scaler_error_matches(&body, e, &s, PgxErrorStyle::HostUserDatabase).unwrap_err();
+        assert!(
+            err.contains("error establishing postgreSQL connection"),
+            "{err}"
         );
     }
 

@@ -78,6 +78,8 @@ enum Cli {
         #[command(subcommand)]
         command: keda_harness::env_up::EnvCommand,
     },
+    /// List the shipped scenarios: what customers see, and the KEDA versions on which each fails.
+    Scenarios,
     /// Remove what earlier runs that are gone left behind (processes, temp dirs, containers), and say what.
     Clean,
     /// Print the KEDA version catalog; `derive` writes a new entry, `check` looks for releases it lacks.
@@ -161,6 +163,7 @@ fn main() -> anyhow::Result<()> {
     report_reaped(&keda_harness::lifecycle::reap_orphans());
     match cli {
         Cli::Clean => Ok(()),
+        Cli::Scenarios => print_scenarios(),
         Cli::Run {
             backend,
             keda,
@@ -285,6 +288,33 @@ fn check_catalog(path: Option<&std::path::Path>) -> anyhow::Result<()> {
     } else {
         std::process::exit(1)
     }
+}
+
+/// `scenarios`: one line each — name, what customers see, the versions that fail (ranges, and the catalog's
+/// versions in them).
+fn print_scenarios() -> anyhow::Result<()> {
+    let catalog = keda_harness::catalog::Catalog::load()?;
+    let versions: Vec<String> = catalog
+        .versions
+        .iter()
+        .map(|e| e.version.to_string())
+        .collect();
+    let lib = keda_harness::scenario::library(&versions)?;
+    let name_w = lib.iter().map(|e| e.name.len()).max().unwrap_or(0).max(8);
+    let fails: Vec<String> = lib.iter().map(|e| e.fails_on()).collect();
+    let fails_w = fails.iter().map(|f| f.len()).max().unwrap_or(0).max(8);
+    println!(
+        "{:name_w$}  {:fails_w$}  what customers see",
+        "scenario", "fails on"
+    );
+    for (e, f) in lib.iter().zip(&fails) {
+        println!("{:name_w$}  {f:fails_w$}  {}", e.name, e.summary);
+    }
+    println!(
+        "\nrun one: keda-harness run --scenario NAME --keda VERSION; all of them: keda-harness matrix --scenario {}",
+        lib.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(",")
+    );
+    Ok(())
 }
 
 fn print_catalog(json: bool, path: Option<&std::path::Path>) -> anyhow::Result<()> {

@@ -145,6 +145,11 @@ pub struct TrustedIssuer {
     /// A bearer token file sent on discovery fetches (a kube-apiserver that does not serve discovery anonymously).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<PathBuf>,
+    /// Where the issuer's host is reached, as a DNS answer would say (`IP:PORT`): discovery of an issuer whose
+    /// name no resolver here knows, e.g. an AKS-shaped `https://REGION.oic.prod-aks.azure.com/TENANT/GUID/`
+    /// served on a loopback address of the run. The URL, TLS name and `Host` stay the issuer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_to: Option<std::net::SocketAddr>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -216,6 +221,12 @@ impl EntraConfig {
                         "issuer `{}` needs exactly one key source: `discovery: true`, `jwks_file` or `jwks` (found {sources})",
                         iss.issuer
                     ),
+                ));
+            }
+            if iss.connect_to.is_some() && !iss.discovery {
+                return Err(invalid(
+                    format!("{field}.connect_to"),
+                    "only applies to `discovery: true` (inline and file keys are not fetched)",
                 ));
             }
             if iss.discovery && !iss.issuer.starts_with("https://") {

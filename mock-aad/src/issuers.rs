@@ -40,6 +40,15 @@ pub async fn fetch_discovery_jwks(issuer: &TrustedIssuer) -> Result<JwkSet, Stri
         .timeout(FETCH_TIMEOUT)
         // The issuer is the run's own apiserver: a proxy meant for the processes under test must not apply.
         .no_proxy();
+    if let Some(addr) = issuer.connect_to {
+        // An issuer URL without a port keeps this address's port (hyper-util overrides a resolved port only
+        // with one the URL names).
+        let host = reqwest::Url::parse(&issuer.issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .ok_or_else(|| format!("issuer `{}` has no host to map to {addr}", issuer.issuer))?;
+        builder = builder.resolve(&host, addr);
+    }
     if let Some(ca) = &issuer.ca_file {
         let pem =
             std::fs::read(ca).map_err(|e| format!("reading ca_file {}: {e}", ca.display()))?;

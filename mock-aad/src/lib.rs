@@ -6,6 +6,8 @@
 //! - [`token`]: what the token endpoint checks and the access tokens it mints.
 //! - [`assertion`]: a test issuer of client assertions and the example configuration.
 //! - [`pg_front`]: [`pg_front::PgEntraFront`], Azure Database for PostgreSQL's Entra-token login in front of a real server.
+//! - [`oidc_host`]: [`oidc_host::OidcIssuerHost`], a service-account issuer's discovery document and JWKS on
+//!   a host of their own, as Azure serves an AKS cluster's OIDC issuer.
 //! - [`faults`], [`journal`], [`entra_error`], [`issuers`], [`keys`]: the parts they share.
 
 pub mod assertion;
@@ -16,6 +18,7 @@ pub mod faults;
 pub mod issuers;
 pub mod journal;
 pub mod keys;
+pub mod oidc_host;
 pub mod pg_front;
 pub mod server;
 pub mod token;

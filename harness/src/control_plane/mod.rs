@@ -5,7 +5,8 @@
 //! authentication for the admin user, RBAC). Both come from [`build`]: the Go module `harness/go/control-plane`
 //! at one pinned Kubernetes version that serves every KEDA version in the catalog.
 //!
-//! The apiserver is its own service-account issuer (`https://127.0.0.1:PORT`), signs tokens with an RSA key and
+//! The apiserver is its own service-account issuer (`https://127.0.0.1:PORT`) unless given another (the local
+//! backend gives it an AKS-shaped one: [`LocalControlPlaneBuilder::with_service_account_issuer`]), signs tokens with an RSA key and
 //! accepts the audience `api://AzureADTokenExchange`, so TokenRequest gives exactly what AKS projects into a
 //! workload-identity pod. Its discovery document and JWKS are readable anonymously (a ClusterRoleBinding of
 //! `system:service-account-issuer-discovery` to `system:unauthenticated`), so the Entra mock can check a federated
@@ -106,6 +107,7 @@ pub struct LocalControlPlaneBuilder {
     service_account_key_pem: Option<String>,
     extra_apiserver_args: Vec<String>,
     ready_timeout: Option<Duration>,
+    service_account_issuer: Option<String>,
 }
 
 impl LocalControlPlaneBuilder {
@@ -138,6 +140,15 @@ impl LocalControlPlaneBuilder {
     /// Sign service-account tokens with this PEM private key (RSA or ECDSA) instead of the built-in test key.
     pub fn with_service_account_key_pem(mut self, pem: impl Into<String>) -> Self {
         self.service_account_key_pem = Some(pem.into());
+        self
+    }
+
+    /// Issue service-account tokens as `issuer` (`--service-account-issuer`) instead of the apiserver's own URL,
+    /// e.g. an AKS-shaped `https://REGION.oic.prod-aks.azure.com/TENANT/GUID/`. The discovery document the
+    /// apiserver serves then names `issuer` and `{issuer}/openid/v1/jwks` (`--service-account-jwks-uri`): the
+    /// documents to publish on that issuer's host, as AKS does ([`mock_aad::oidc_host`]).
+    pub fn with_service_account_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.service_account_issuer = Some(issuer.into());
         self
     }
 
@@ -316,6 +327,17 @@ impl LocalControlPlaneBuilder {
                     AZURE_AD_TOKEN_EXCHANGE_AUDIENCE.to_string(),
                 ];
                 audiences.extend(self.extra_audiences.iter().cloned());
+                let issuer = self
+                    .service_account_issuer
+                    .clone()
+                    .unwrap_or_else(|| server_url.clone());
+                let mut issuer_args = vec![format!("--service-account-issuer={issuer}")];
+                if issuer != server_url {
+                    issuer_args.push(format!(
+                        "--service-account-jwks-uri={}/openid/v1/jwks",
+                        issuer.trim_end_matches('/')
+                    ));
+                }
                 let mut apiserver_cmd = Command::new(&binaries.kube_apiserver);
                 apiserver_cmd
                     .args([
@@ -332,7 +354,6 @@ impl LocalControlPlaneBuilder {
                         &format!("--client-ca-file={}", ca_file.display()),
                         "--authorization-mode=RBAC",
                         "--anonymous-auth=true",
-                        &format!("--service-account-issuer={server_url}"),
                         &format!("--service-account-key-file={}", sa_key.display()),
                         &format!("--service-account-signing-key-file={}", sa_key.display()),
                         &format!("--api-audiences={}", audiences.join(",")),
@@ -353,6 +374,7 @@ impl LocalControlPlaneBuilder {
                         "--profiling=false",
                         "--v=1",
                     ])
+                    .args(&issuer_args)
                     .args(&self.extra_apiserver_args);
                 // The apiserver must not route its own loopback calls through a proxy the caller's environment names.
                 apiserver_cmd
@@ -396,7 +418,11 @@ impl LocalControlPlaneBuilder {
         let client = client_from_kubeconfig(&kubeconfig_path).await?;
         open_issuer_discovery(&client).await?;
 
+        let issuer_url = self
+            .service_account_issuer
+            .unwrap_or_else(|| server_url.clone());
         let plane = LocalControlPlane {
+            issuer_url,
             apiserver,
             etcd,
             etcd_url,
@@ -428,6 +454,7 @@ pub struct LocalControlPlane {
     client: kube::Client,
     http: reqwest::Client,
     server_url: String,
+    issuer_url: String,
     ca: Arc<TestCa>,
     ca_file: PathBuf,
     kubeconfig_path: PathBuf,
@@ -468,9 +495,10 @@ impl LocalControlPlane {
         &self.server_url
     }
 
-    /// The service-account issuer; its discovery document is `<issuer>/.well-known/openid-configuration`.
+    /// The service-account issuer (`iss` of its tokens): the server URL unless the builder was given another.
+    /// The apiserver serves the discovery document at `{server_url}/.well-known/openid-configuration` either way.
     pub fn issuer_url(&self) -> &str {
-        &self.server_url
+        &self.issuer_url
     }
 
     /// The CA certificate (PEM file) that signed the serving certificate: what clients must trust.

@@ -24,6 +24,15 @@ pub struct Expectation {
     /// created reaches, run by a real kube-controller-manager.
     #[serde(default)]
     pub replicas: Option<ReplicasExpectation>,
+    /// Who wrote `error_contains`: PostgreSQL through pgx (checked in this KEDA's pgx connect-error format), or
+    /// Entra through azidentity (checked inside KEDA's `error establishing postgreSQL connection:` wrapper).
+    #[serde(default)]
+    pub error_from: ErrorSource,
+    /// Where that text (and a step's `after_scaler_error`) shows: a `KEDAScalerFailed` event (default), or only
+    /// the operator's log, when the API server refuses the event (KEDA >= 2.20.0 records events through
+    /// events.k8s.io, whose notes may carry at most 1024 characters).
+    #[serde(default)]
+    pub error_seen_in: ErrorChannel,
     pub token_requests: TokenRequests,
     #[serde(default)]
     pub then: Vec<Step>,
@@ -50,6 +59,28 @@ pub enum Outcome {
     /// (and for their count to settle) or a scaler error, and reports it; `jobs` and `token_requests` are not
     /// checked, the observation reports both (see `crate::observation`).
     Observe,
+}
+
+/// Where a scaler error's text comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorSource {
+    /// The database refused the login: a pgx connect error.
+    #[default]
+    Postgres,
+    /// Entra refused the token request: an azidentity error, before any connection.
+    Entra,
+}
+
+/// Where a scaler error is seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorChannel {
+    /// A `KEDAScalerFailed` event on the ScaledJob.
+    #[default]
+    Event,
+    /// The KEDA operator's log (the event was refused or never written).
+    OperatorLog,
 }
 
 /// How many Jobs labelled `scaledjob.keda.sh/name=<ScaledJob>` must exist.
@@ -213,6 +244,10 @@ impl TokenRequests {
     }
 }
 
+/// A step waits for at most this many token requests: KEDA asks about once per token lifetime, so more is a
+/// run that does not end.
+pub const MAX_AWAITED_TOKEN_REQUESTS: u64 = 100;
+
 fn parse_range(
     path: &Path,
     index: usize,
@@ -262,6 +297,31 @@ pub(super) fn validate(
         }
         let mut total = rows;
         for (j, step) in e.then.iter().enumerate() {
+            if step
+                .after_scaler_error
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                return Err(ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: format!("expect[{i}].then[{j}].after_scaler_error"),
+                    message:
+                        "empty: write the text the scaler error must carry, e.g. `AADSTS90033`"
+                            .into(),
+                });
+            }
+            if step
+                .after_token_requests
+                .is_some_and(|n| !(1..=MAX_AWAITED_TOKEN_REQUESTS).contains(&n))
+            {
+                return Err(ScenarioError::Field {
+                    path: path.display().to_string(),
+                    field: format!("expect[{i}].then[{j}].after_token_requests"),
+                    message: format!(
+                        "must be 1..={MAX_AWAITED_TOKEN_REQUESTS}: the count of token requests to wait for"
+                    ),
+                });
+            }
             total = total
                 .checked_add(step.add_rows)
                 .filter(|t| *t <= MAX_ROWS)

@@ -5,7 +5,9 @@
 //! YAML runs with a short `scenario.yaml` beside it.
 
 mod data;
+mod entra;
 mod expect;
+mod library;
 mod manifests;
 mod model;
 mod nesting;
@@ -14,7 +16,12 @@ mod redact;
 mod validate;
 
 pub use data::SeedSource;
-pub use expect::{Expectation, FromRows, JobsExpectation, Outcome, ReplicasExpectation, TokenRequests};
+pub use entra::{EntraSettings, Outage};
+pub use expect::{
+    ErrorChannel, ErrorSource, Expectation, FromRows, JobsExpectation, Outcome, ReplicasExpectation,
+    TokenRequests,
+};
+pub use library::{library, LibraryEntry};
 pub use manifests::{
     ManifestChange, PostgresTrigger, ScaleTarget, SecretKeyRef, TriggerFacts, CLUSTER_OBJECT_NAMESPACE,
     MAX_REPLICA_COUNT,
@@ -121,6 +128,8 @@ impl Scenario {
         let text = validate::read_capped(&path, MAX_SCENARIO_FILE_BYTES)?;
         let file: ScenarioFile = model::parse(&path, &text)?;
         validate::scenario_file(&path, &file)?;
+        entra::validate(&path, &file.entra)?;
+        library::validate_summary(&path, &file.summary)?;
         expect::validate(&path, &file.expect, file.data.rows.unwrap_or(0))?;
         let mut documents = Vec::new();
         let mut origins = Vec::new();

@@ -11,7 +11,7 @@ use super::{Expectation, ScenarioError};
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     pub name: String,
-    /// One line saying what the scenario shows (listed with the scenario library).
+    /// One line: what the customer sees (`keda-harness scenarios` lists it). Every shipped scenario has one.
     #[serde(default)]
     pub summary: String,
     #[serde(default)]
@@ -26,6 +26,9 @@ pub struct ScenarioFile {
     /// role, bound to the identity, TLS required).
     #[serde(default)]
     pub postgres: super::PostgresSetup,
+    /// How the Entra tenant differs from one that accepts the manifests' identity (`scenario/entra.rs`).
+    #[serde(default)]
+    pub entra: super::EntraSettings,
     /// One entry per KEDA version range; the first whose range holds the version applies.
     pub expect: Vec<Expectation>,
 }
@@ -101,10 +104,19 @@ pub enum ApplyMode {
 /// ScaledJob (a few API round trips), short against a run.
 pub const SCALED_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// A follow-up step once the first expectation holds.
+/// A follow-up step once the first expectation holds: optionally wait for something KEDA or Entra must do
+/// first, then add rows and expect a Job count.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// First wait until KEDA reports a scaler error carrying this text (a `KEDAScalerFailed` event), e.g.
+    /// while Entra is out: the rows added after it then show that scaling resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_scaler_error: Option<String>,
+    /// First wait until the Entra mock has answered this many token requests of the trigger's identity in all
+    /// (KEDA fetched new tokens, e.g. once its access token expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_token_requests: Option<u64>,
     /// Rows to add to the table.
     pub add_rows: u64,
     pub jobs: super::JobsExpectation,

@@ -9,11 +9,14 @@
 //!   /etc/hosts, to a loopback IP of this run where the Entra front listens on the trigger's port.
 //! - AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_FEDERATED_TOKEN_FILE as the AKS webhook injects them; the token
 //!   file holds a TokenRequest token of `keda/keda-operator` with audience api://AzureADTokenExchange, refreshed
-//!   before it expires. The mock checks it against the apiserver's issuer discovery document and JWKS.
+//!   before it expires. Its issuer has the shape of an AKS OIDC issuer URL
+//!   (`https://eastus.oic.prod-aks.azure.com/TENANT/GUID/`), whose discovery document and JWKS (the apiserver's)
+//!   are served for that host on a loopback address of the run; the mock checks the token against them.
 //!
 //! Jobs are created but never run (no kubelet): assertions are on Job objects, which is what KEDA decides.
 
 mod hpa;
+mod aks_issuer;
 mod install;
 mod world;
 

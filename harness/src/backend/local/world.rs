@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use mock_aad::ca::TestCa;
+use mock_aad::oidc_host::OidcIssuerHost;
 use mock_aad::pg_front::PgEntraFront;
 use mock_aad::{EntraConfig, EntraMock};
 use rand::Rng;
 
+use super::aks_issuer;
 use super::install::{apply, install_crds, keda_namespace_objects};
 use crate::assertions::ScenarioWorld;
 use crate::azure_postgres;
@@ -46,9 +48,11 @@ pub struct LocalWorld {
     hpa: Option<super::hpa::HpaPipeline>,
     operator: ManagedChild,
     token_refresher: tokio::task::JoinHandle<()>,
+    outage: Option<tokio::task::JoinHandle<()>>,
     egress: EgressPlan,
     front: PgEntraFront,
-    entra: EntraMock,
+    entra: Arc<EntraMock>,
+    oidc_host: OidcIssuerHost,
     data: azure_postgres::ScenarioData,
     postgres: LocalPostgres,
     control_plane: LocalControlPlane,
@@ -66,6 +70,9 @@ pub struct LocalWorld {
 impl Drop for LocalWorld {
     fn drop(&mut self) {
         self.token_refresher.abort();
+        if let Some(o) = &self.outage {
+            o.abort();
+        }
     }
 }
 
@@ -102,6 +109,15 @@ impl LocalWorld {
         let trig = &scenario.trigger;
         let ident = &scenario.file.identity;
         let client_id = azure_postgres::client_id(scenario)?;
+        // The id the tenant holds: the manifests' identityId unless the scenario says Entra knows another.
+        let registered_id = scenario
+            .file
+            .entra
+            .registered_client_id
+            .clone()
+            .unwrap_or_else(|| client_id.clone());
+        // The operator's tokens carry an AKS-shaped issuer, so Entra's texts that quote it read as on AKS.
+        let issuer = aks_issuer::issuer_url(&ident.tenant_id);
         // One private directory holds everything of the run (etcd data, keys, the federated token, logs): it is
         // recorded, so a run killed with SIGKILL is cleaned up by the next start.
         let work_dir =
@@ -122,6 +138,7 @@ impl LocalWorld {
             .with_ca(ca.clone())
             .with_work_dir(&cp_dir)
             .with_api_audience(TOKEN_EXCHANGE_AUDIENCE)
+            .with_service_account_issuer(&issuer)
             .start()
             .await
             .context("starting the local control plane")?;
@@ -130,9 +147,9 @@ impl LocalWorld {
         let ip = run_ip(&[443, trig.postgres.port])?;
         say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
         let (postgres, data) = azure_postgres::start_seeded_postgres(scenario).await?;
+        let oidc_host = aks_issuer::start_host(&control_plane, &ca, ip).await?;
 
-        let entra_config =
-            entra_config(scenario, &client_id, control_plane.issuer_url(), &ca_file)?;
+        let entra_config = entra_config(scenario, &registered_id, &oidc_host, &ca_file)?;
         std::fs::write(wd.join("entra-config.yaml"), entra_config.to_yaml())?;
         let entra = EntraMock::builder(entra_config)
             .with_state_dir(wd.join("entra"))
@@ -146,7 +163,7 @@ impl LocalWorld {
             .ok_or_else(|| anyhow!("the Entra mock has no tenant {}", ident.tenant_id))?;
         let front = PgEntraFront::start(azure_postgres::front_config(
             scenario,
-            &client_id,
+            &registered_id,
             &rules,
             &postgres,
             &ca,
@@ -162,6 +179,8 @@ impl LocalWorld {
         let apiserver_addr = control_plane_addr(control_plane.server_url())?;
         let mut egress = EgressPlan::builder()
             .route(&format!("{LOGIN_HOST}:443"), entra.addr())
+            // The issuer's host is mapped like every Azure host (the operator never needs it; Entra does).
+            .route(&format!("{}:443", oidc_host.host()), oidc_host.addr())
             .private_host(&trig.postgres.host, ip)
             .trust_ca_file(&ca_file)
             .sealed()
@@ -174,16 +193,18 @@ impl LocalWorld {
         say("installing KEDA's CRDs and namespace");
         let n = install_crds(&client, release).await?;
         tracing::info!(crds = n, "KEDA CRDs established");
-        for doc in keda_namespace_objects(&client_id, &ident.tenant_id) {
+        for doc in keda_namespace_objects(&registered_id, &ident.tenant_id) {
             apply(&client, &doc).await?;
         }
 
         let token_file = wd.join("azure-identity-token");
+        // The audience the AKS webhook projects, whatever the federated credential says (a credential for
+        // another audience is the customer's mistake to reproduce: AADSTS700212).
         let token = control_plane
             .token_request(
                 "keda",
                 "keda-operator",
-                &ident.federated_audience,
+                TOKEN_EXCHANGE_AUDIENCE,
                 FEDERATED_TOKEN_TTL,
             )
             .await?;
@@ -191,7 +212,7 @@ impl LocalWorld {
         let token_refresher = spawn_token_refresher(
             &control_plane,
             token_file.clone(),
-            ident.federated_audience.clone(),
+            TOKEN_EXCHANGE_AUDIENCE.to_string(),
         );
 
         let mut launch = OperatorLaunch::new(control_plane.kubeconfig_path(), &wd)?;
@@ -200,7 +221,7 @@ impl LocalWorld {
         std::fs::create_dir_all(&home)?;
         launch.env.extend([
             ("HOME".to_string(), home.display().to_string()),
-            ("AZURE_CLIENT_ID".to_string(), client_id.clone()),
+            ("AZURE_CLIENT_ID".to_string(), registered_id.clone()),
             ("AZURE_TENANT_ID".to_string(), ident.tenant_id.clone()),
             (
                 "AZURE_FEDERATED_TOKEN_FILE".to_string(),
@@ -259,7 +280,11 @@ impl LocalWorld {
             None
         };
 
-        let (applied, changes) = scenario.manifests_to_apply();
+        let (applied, mut changes) = scenario.manifests_to_apply();
+        changes.push(aks_issuer::world_change(
+            control_plane.server_url(),
+            control_plane.issuer_url(),
+        ));
         say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s", applied.len(), changes.len(), t0.elapsed().as_secs_f64()));
         // What KEDA objects reference goes first, and the ScaledJob/ScaledObject last after a moment: the
         // operator resolves a TriggerAuthentication from its informer cache, and one it cannot see yet is
@@ -302,15 +327,26 @@ impl LocalWorld {
             }
         }
         let applied_at = Instant::now();
+        let entra = Arc::new(entra);
+        let outage = scenario.file.entra.outage.map(|o| {
+            tracing::info!(
+                from_seconds = o.after_seconds,
+                to_seconds = o.after_seconds + o.for_seconds,
+                "Entra outage planned: the token endpoint answers 503 in this window after the manifests"
+            );
+            aks_issuer::spawn_outage(entra.clone(), applied_at, o)
+        });
         let observer = ScaledJobObserver::new(client, &trig.namespace, &trig.scaled_job);
         Ok(Self {
             hpa,
             operator,
             token_refresher,
+            outage,
             egress,
             front,
             entra,
             data,
+            oidc_host,
             postgres,
             control_plane,
             observer,
@@ -397,6 +433,14 @@ impl LocalWorld {
         w(
             "entra-front-auth.jsonl",
             self.front.journal().to_json_lines(),
+        )?;
+        w(
+            "oidc-issuer-requests.txt",
+            format!(
+                "{}\n{}\n",
+                self.oidc_host.issuer(),
+                self.oidc_host.requests().join("\n")
+            ),
         )?;
         w(
             "egress-journal.txt",
@@ -577,17 +621,27 @@ fn spawn_token_refresher(
 }
 
 /// The tenant as the scenario describes it, its federated credential for the operator's service account on this
-/// run's apiserver issuer (checked against the issuer's discovery document and JWKS).
+/// run's issuer (checked against the issuer's discovery document and JWKS, fetched from the issuer's host as
+/// Entra fetches them from AKS), and the scenario's access-token lifetime.
 fn entra_config(
     scenario: &Scenario,
     client_id: &str,
-    issuer: &str,
+    oidc_host: &OidcIssuerHost,
     ca_file: &Path,
 ) -> anyhow::Result<EntraConfig> {
-    let doc = serde_json::json!({
+    let issuer = oidc_host.issuer();
+    let mut doc = serde_json::json!({
         "tenants": [azure_postgres::scenario_tenant(scenario, client_id, "keda-operator", issuer)],
-        "trusted_issuers": [{ "issuer": issuer, "discovery": true, "ca_file": ca_file }],
+        "trusted_issuers": [{
+            "issuer": issuer,
+            "discovery": true,
+            "ca_file": ca_file,
+            "connect_to": oidc_host.addr().to_string(),
+        }],
     });
+    if let Some(s) = scenario.file.entra.access_token_lifetime_seconds {
+        doc["token_lifetime_secs"] = s.into();
+    }
     let text = serde_json::to_string(&doc)?;
     Ok(EntraConfig::from_str_named(
         &text,
