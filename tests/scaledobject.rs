@@ -22,6 +22,7 @@ async fn scaledobject_scenario(#[case] keda: &str, #[case] observed: &str) {
         parallel: false,
         report_dir: None,
         always_diagnose: false,
+        ..MatrixPlan::default()
     };
     let outcome = run_local(&plan).await.expect("the matrix ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
@@ -29,19 +30,23 @@ async fn scaledobject_scenario(#[case] keda: &str, #[case] observed: &str) {
     let v = &outcome.verdicts[0];
     assert!(
         v.passed,
-        "scaledobject on KEDA {keda} failed: expected {}, observed {}; failed checks: {:#?}; first error: {:?}; \
+        "scaledobject on KEDA {keda} failed: expected {}, observed {}; failed checks: {:#?}; deciding error: {:?}; \
          diagnostics: {:?}",
         v.expected,
         v.observed,
         v.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(),
-        v.first_error,
+        v.deciding_error,
         v.diagnostics
     );
     assert_eq!(v.observed, observed);
     let names: Vec<&str> = v.checks.iter().map(|c| c.name.as_str()).collect();
     if keda == "2.14.1" {
         // The customer's text on the ScaledObject (kedacore/keda#6654 shape).
-        let err = v.first_error.as_deref().unwrap_or_default();
+        let err = v
+            .deciding_error
+            .as_ref()
+            .map(|d| d.text.as_str())
+            .unwrap_or_default();
         assert!(
             err.contains("empty password returned by client (SQLSTATE 28P01)"),
             "{err}"

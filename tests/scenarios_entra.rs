@@ -36,22 +36,30 @@ const EMPTY_PASSWORD: &str = "empty password returned by client";
 async fn scenario_on_keda(
     #[case] scenario: &str,
     #[case] keda: &str,
-    #[case] first_error_carries: Option<&str>,
+    #[case] deciding_error_carries: Option<&str>,
 ) {
     let Some(run) = run_cell(scenario, keda).await else {
         return;
     };
     assert_cell_passed(&run);
     let v = &run.verdict;
-    match first_error_carries {
+    match deciding_error_carries {
         Some(text) => {
-            let first = v.first_error.as_deref().unwrap_or_default();
+            let first = v
+                .deciding_error
+                .as_ref()
+                .map(|d| d.text.as_str())
+                .unwrap_or_default();
             assert!(
                 first.contains(text),
-                "{scenario}@{keda}: first error `{first}` lacks `{text}`"
+                "{scenario}@{keda}: deciding error `{first}` lacks `{text}`"
             );
         }
-        None => assert_eq!(v.first_error, None, "{scenario}@{keda}: {}", run.table),
+        None => assert!(
+            v.deciding_error.is_none(),
+            "{scenario}@{keda}: {}",
+            run.table
+        ),
     }
     // The operator's tokens carried the AKS-shaped issuer of the scenario's tenant, and the report says so.
     let issuer = v

@@ -19,13 +19,13 @@ use rstest::rstest;
 
 fn failure(v: &Verdict, table: &str) -> String {
     format!(
-        "{} on KEDA {} failed\n{table}\nexpected {}, observed {}; failed checks: {:#?}; first error: {:?}; diagnostics: {:?}",
+        "{} on KEDA {} failed\n{table}\nexpected {}, observed {}; failed checks: {:#?}; deciding error: {:?}; diagnostics: {:?}",
         v.scenario,
         v.keda,
         v.expected,
         v.observed,
         v.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(),
-        v.first_error,
+        v.deciding_error,
         v.diagnostics
     )
 }
@@ -76,6 +76,7 @@ async fn scenario_on_keda(#[case] scenario: &str, #[case] keda: &str) {
         parallel: false,
         report_dir: Some(report_dir.path().to_path_buf()),
         always_diagnose: secret.is_some(),
+        ..MatrixPlan::default()
     };
     let outcome = run_local(&plan).await.expect("the run started");
     let table = report::table(&outcome.verdicts);
@@ -125,7 +126,11 @@ async fn scenario_on_keda(#[case] scenario: &str, #[case] keda: &str) {
     if scenario == "trigger-auth-late"
         && expectation.outcome == keda_harness::scenario::Outcome::Scales
     {
-        let first = v.first_error.as_deref().unwrap_or_default();
+        let first = v
+            .deciding_error
+            .as_ref()
+            .map(|d| d.text.as_str())
+            .unwrap_or_default();
         assert!(
             first.contains("empty password returned by client"),
             "no transient empty-password error before scaling: {first:?}\n{table}"

@@ -14,7 +14,8 @@ use crate::process::{wait_until, Poll};
 use crate::report::deciding::{explain, Decision, SeenError};
 use crate::report::{Check, DecidingError, TransientError};
 use crate::scenario::{
-    ErrorChannel, ErrorSource, Expectation, JobsExpectation, Outcome, ReplicasExpectation, Scenario, Step,
+    ErrorChannel, ErrorSource, Expectation, JobsExpectation, Outcome, ReplicasExpectation,
+    Scenario, Step,
 };
 
 /// The event KEDA's scale handler records when a scaler fails.

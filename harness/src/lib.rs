@@ -27,6 +27,6 @@ pub mod postgres;
 pub mod prereq;
 pub mod process;
 pub mod report;
-pub mod scaled_object;
 pub mod repro;
+pub mod scaled_object;
 pub mod scenario;

@@ -62,6 +62,10 @@ pub struct CellOptions {
     pub report_dir: Option<PathBuf>,
     /// Write a diagnostics bundle for passing cells too.
     pub always_diagnose: bool,
+    /// Where each operator binary comes from (module build, release image, or auto).
+    pub keda_source: KedaSource,
+    /// Where kube-apiserver and etcd come from (the same choices).
+    pub control_plane_source: BinarySource,
 }
 
 /// The catalog entries of `versions` (empty: the default set), or an error naming the unknown one.
@@ -101,6 +105,8 @@ pub async fn run_local_scenarios(
         parallel: plan.parallel,
         report_dir: plan.report_dir.clone(),
         always_diagnose: plan.always_diagnose,
+        keda_source: plan.keda_source,
+        control_plane_source: plan.control_plane_source,
     };
     run_entries_local(&scenarios, &entries, &opts, started).await
 }

@@ -128,6 +128,7 @@ pub fn repro_command(
         report_dir: inputs.report_dir.clone(),
         // A support engineer reads the operator log of every version, not only of failed checks.
         always_diagnose: inputs.report_dir.is_some(),
+        ..CellOptions::default()
     };
     let out = run_interruptible(repro::run(&repro, &versions, &opts))?;
     if inputs.json {
@@ -181,6 +182,7 @@ pub fn bisect_command(
             parallel: true,
             report_dir: None,
             always_diagnose: false,
+            ..CellOptions::default()
         },
     };
     let out = match run_interruptible(bisect::bisect(&range, &mut runner)) {

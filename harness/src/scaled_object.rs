@@ -267,6 +267,7 @@ fn describe_expected(e: &Expectation, scenario: &Scenario, rows: u64) -> String 
     match e.outcome {
         Outcome::Scales => format!("HPA, {replicas} replicas"),
         Outcome::ScalerError => format!("scaler error, no HPA, {replicas} replicas"),
+        Outcome::Observe => "what KEDA decides".into(),
     }
 }
 
@@ -294,8 +295,25 @@ pub async fn evaluate<W: ScenarioWorld>(
             }],
             errors: vec![],
             matched: None,
+            observation: None,
         };
     };
+    if expectation.outcome == Outcome::Observe {
+        // `keda-harness repro` refuses ScaledObjects before a run; a scenario file cannot ask for it either.
+        return Evaluation {
+            expected,
+            observed: "?".into(),
+            checks: vec![Check {
+                name: "observe mode".into(),
+                passed: false,
+                detail: "observing without an expectation runs ScaledJobs only; give the ScaledObject a                          `replicas:` expectation"
+                    .into(),
+            }],
+            errors: vec![],
+            matched: None,
+            observation: None,
+        };
+    }
     let events = world.observer();
     let so = ScaledObjectObserver::new(events.client(), &trig.namespace, &trig.scaled_job, &target);
     let want = expectation
@@ -307,6 +325,8 @@ pub async fn evaluate<W: ScenarioWorld>(
     let mut matched = None;
     let observed;
     match expectation.outcome {
+        // Answered before the match (observe mode runs ScaledJobs only).
+        Outcome::Observe => observed = "?".to_string(),
         Outcome::ScalerError => {
             let wanted = expectation.error_contains.as_deref().unwrap_or_default();
             let found = poll(
@@ -547,6 +567,7 @@ pub async fn evaluate<W: ScenarioWorld>(
         checks,
         errors: errors_seen(world).await,
         matched,
+        observation: None,
     }
 }
 

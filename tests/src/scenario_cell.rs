@@ -28,6 +28,7 @@ pub async fn run_cell(scenario: &str, keda: &str) -> Option<CellRun> {
         parallel: false,
         report_dir: None,
         always_diagnose: false,
+        ..MatrixPlan::default()
     };
     let outcome = run_local(&plan)
         .await
@@ -53,12 +54,12 @@ pub fn assert_cell_passed(run: &CellRun) {
     let v = &run.verdict;
     assert!(
         v.passed,
-        "{} on KEDA {} failed:\n{}\nfailed checks: {:#?}\nfirst error: {:?}\nhint: {:?}\ndiagnostics: {:?}",
+        "{} on KEDA {} failed:\n{}\nfailed checks: {:#?}\ndeciding error: {:?}\nhint: {:?}\ndiagnostics: {:?}",
         v.scenario,
         v.keda,
         run.table,
         v.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>(),
-        v.first_error,
+        v.deciding_error,
         v.hint,
         v.diagnostics
     );

@@ -102,6 +102,7 @@ impl KedaRelease {
             from_cache,
             build_secs: started.elapsed().as_secs_f64(),
             origin: pulled.origin,
+            progress: build.progress,
         })
     }
 }

@@ -299,6 +299,7 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
     let file = ScenarioFile {
         name: scenario_name(sj.name()),
         description: format!("repro of ScaledJob {scaled_job}"),
+        summary: String::new(),
         manifests: files
             .iter()
             .map(|f| {
@@ -321,12 +322,21 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
         },
         knobs: Knobs {
             polling_interval_seconds: Some(REPRO_POLLING_INTERVAL_SECONDS),
+            ..Knobs::default()
         },
+        // The customer's server and tenant as a working setup has them: Entra auth bound to the identity, TLS
+        // required, a tenant that knows the identity.
+        postgres: Default::default(),
+        entra: Default::default(),
         expect: vec![Expectation {
             keda: "*".into(),
             outcome: Outcome::Observe,
             error_contains: None,
-            jobs: JobsExpectation::Exactly(0),
+            error_from: Default::default(),
+            error_seen_in: Default::default(),
+            jobs: Some(JobsExpectation::Exactly(0)),
+            replicas: None,
+            transient_error: None,
             token_requests: TokenRequests::AtLeastOne,
             then: vec![],
             hint: None,

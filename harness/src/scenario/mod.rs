@@ -18,13 +18,13 @@ mod validate;
 pub use data::SeedSource;
 pub use entra::{EntraSettings, Outage};
 pub use expect::{
-    ErrorChannel, ErrorSource, Expectation, FromRows, JobsExpectation, Outcome, ReplicasExpectation,
-    TokenRequests,
+    ErrorChannel, ErrorSource, Expectation, FromRows, JobsExpectation, Outcome,
+    ReplicasExpectation, TokenRequests,
 };
 pub use library::{library, LibraryEntry};
 pub use manifests::{
-    ManifestChange, PostgresTrigger, ScaleTarget, SecretKeyRef, TriggerFacts, CLUSTER_OBJECT_NAMESPACE,
-    MAX_REPLICA_COUNT,
+    ManifestChange, PostgresTrigger, ScaleTarget, SecretKeyRef, TriggerFacts,
+    CLUSTER_OBJECT_NAMESPACE, MAX_REPLICA_COUNT,
 };
 pub use model::{ApplyMode, Data, Identity, Knobs, ScenarioFile, Step, SCALED_FIRST_PAUSE};
 pub use nesting::MAX_FLOW_DEPTH;
@@ -371,7 +371,13 @@ mod tests {
         assert_eq!(t.postgres.host, "postgres.postgres.database.azure.com");
         let fixed = s.expectation_for("2.15.0").unwrap();
         // min(max(ceil(5 / 2), max(minReplicaCount, 1)), maxReplicaCount) = 3.
-        assert_eq!(fixed.replicas.unwrap().count(t, s.planned_rows().unwrap_or(0)), 3);
+        assert_eq!(
+            fixed
+                .replicas
+                .unwrap()
+                .count(t, s.planned_rows().unwrap_or(0)),
+            3
+        );
         assert_eq!(fixed.replicas.unwrap().count(t, 0), 1);
         assert_eq!(fixed.replicas.unwrap().count(t, 100), 10);
         let (docs, changes) = s.manifests_to_apply();

@@ -15,8 +15,8 @@
 //!
 //! Jobs are created but never run (no kubelet): assertions are on Job objects, which is what KEDA decides.
 
-mod hpa;
 mod aks_issuer;
+mod hpa;
 mod install;
 mod world;
 
