@@ -261,42 +261,7 @@ pub async fn evaluate<W: ScenarioWorld>(
     match expectation.outcome {
         Outcome::Observe => {
             let o = crate::observation::observe(world, scenario, rows, timing, applied_at).await;
-            observed = o.describe(timing.first_signal);
-            // A scaler error that is the outcome decides the verdict's error, as a matched `scaler-error` does.
-            let matched = match o.outcome {
-                crate::observation::ObservedOutcome::ScalerError => {
-                    obs.events().await.ok().and_then(|events| {
-                        events
-                            .iter()
-                            .find(|e| e.reason == SCALER_FAILED)
-                            .and_then(|ev| {
-                                event_errors(std::slice::from_ref(ev)).into_iter().next()
-                            })
-                    })
-                }
-                _ => None,
-            };
-            // Nothing is held against a guess: the check records what was seen.
-            checks.push(Check {
-                name: "observed what KEDA decided".into(),
-                passed: true,
-                detail: format!(
-                    "{observed} (KEDA's default strategy gives min(ceil({rows} / {}), {}) = {} jobs); {} token \
-                     requests",
-                    scenario.trigger.target_query_value,
-                    scenario.trigger.max_replica_count,
-                    o.formula_jobs,
-                    o.token_requests
-                ),
-            });
-            return Evaluation {
-                expected,
-                observed,
-                checks,
-                errors: errors_seen(world).await,
-                matched,
-                observation: Some(o),
-            };
+            return observed_evaluation(world, scenario, o, expected, rows, timing).await;
         }
         Outcome::ScalerError => {
             let found_ok = if expectation.error_seen_in == ErrorChannel::OperatorLog {
@@ -476,6 +441,53 @@ pub async fn evaluate<W: ScenarioWorld>(
         errors: errors_seen(world).await,
         matched,
         observation: None,
+    }
+}
+
+/// The evaluation of an observe-mode cell (`keda-harness repro`): nothing is held against a guess, the one
+/// check records what was seen; a scaler error that is the outcome decides the verdict's error, as a matched
+/// `scaler-error` does.
+pub(crate) async fn observed_evaluation<W: ScenarioWorld>(
+    world: &W,
+    scenario: &Scenario,
+    o: crate::observation::Observation,
+    expected: String,
+    rows: u64,
+    timing: Timing,
+) -> Evaluation {
+    use crate::observation::{CountUnit, ObservedOutcome};
+    let observed = o.describe(timing.first_signal);
+    let matched = match o.outcome {
+        ObservedOutcome::ScalerError => o.scaler_error.clone(),
+        _ => None,
+    };
+    let t = &scenario.trigger;
+    let formula = match (o.unit, o.counts().1) {
+        (CountUnit::Jobs, Some(n)) => format!(
+            "KEDA's default strategy gives min(ceil({rows} / {}), {}) = {n} jobs",
+            t.target_query_value, t.max_replica_count
+        ),
+        (CountUnit::Replicas, Some(n)) => format!(
+            "the HPA computes ceil({rows} / {}) within KEDA's HPA bounds = {n} replicas",
+            t.target_query_value
+        ),
+        (_, None) => "no formula".into(),
+    };
+    let checks = vec![Check {
+        name: "observed what KEDA decided".into(),
+        passed: true,
+        detail: format!(
+            "{observed} ({formula}); {} token requests",
+            o.token_requests
+        ),
+    }];
+    Evaluation {
+        expected,
+        observed,
+        checks,
+        errors: errors_seen(world).await,
+        matched,
+        observation: Some(o),
     }
 }
 

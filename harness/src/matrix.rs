@@ -167,7 +167,7 @@ async fn run_entries_local(
         let needs_hpa = scenarios.iter().any(|s| {
             s.trigger.scale_target.is_some()
                 && s.expectation_for(&e.version.to_string())
-                    .is_ok_and(|x| x.outcome == crate::scenario::Outcome::Scales)
+                    .is_ok_and(|x| x.outcome.may_scale())
         });
         if needs_hpa {
             let r = release.clone();

@@ -205,8 +205,9 @@ pub fn bisect_command(
         println!("{json}");
     } else {
         println!(
-            "\nbisect of ScaledJob {} over {}",
-            repro.scaled_job,
+            "\nbisect of {} {} over {}",
+            repro.kind,
+            repro.object,
             out.range.join(", ")
         );
         print!(

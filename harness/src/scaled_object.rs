@@ -25,7 +25,8 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 
 use crate::assertions::{
-    errors_seen, scaler_error_matches, Evaluation, ScenarioWorld, Timing, SCALER_FAILED,
+    errors_seen, observed_evaluation, scaler_error_matches, Evaluation, ScenarioWorld, Timing,
+    SCALER_FAILED,
 };
 use crate::catalog::PgxErrorStyle;
 use crate::observe::{event_errors, ObservedEvent};
@@ -298,24 +299,15 @@ pub async fn evaluate<W: ScenarioWorld>(
             observation: None,
         };
     };
-    if expectation.outcome == Outcome::Observe {
-        // `keda-harness repro` refuses ScaledObjects before a run; a scenario file cannot ask for it either.
-        return Evaluation {
-            expected,
-            observed: "?".into(),
-            checks: vec![Check {
-                name: "observe mode".into(),
-                passed: false,
-                detail: "observing without an expectation runs ScaledJobs only; give the ScaledObject a                          `replicas:` expectation"
-                    .into(),
-            }],
-            errors: vec![],
-            matched: None,
-            observation: None,
-        };
-    }
     let events = world.observer();
     let so = ScaledObjectObserver::new(events.client(), &trig.namespace, &trig.scaled_job, &target);
+    if expectation.outcome == Outcome::Observe {
+        let o = crate::observation::observe_scaled_object(
+            world, &so, scenario, rows, timing, applied_at,
+        )
+        .await;
+        return observed_evaluation(world, scenario, o, expected, rows, timing).await;
+    }
     let want = expectation
         .replicas
         .map(|r| r.count(trig, rows))
@@ -325,7 +317,7 @@ pub async fn evaluate<W: ScenarioWorld>(
     let mut matched = None;
     let observed;
     match expectation.outcome {
-        // Answered before the match (observe mode runs ScaledJobs only).
+        // Answered before the match.
         Outcome::Observe => observed = "?".to_string(),
         Outcome::ScalerError => {
             let wanted = expectation.error_contains.as_deref().unwrap_or_default();

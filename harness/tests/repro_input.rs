@@ -31,7 +31,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 fn err(files: &[PathBuf], opts: &ReproOptions) -> String {
     match repro::prepare(files, opts) {
-        Ok(r) => panic!("prepared {}; expected an error", r.scaled_job),
+        Ok(r) => panic!("prepared {}; expected an error", r.object),
         Err(e) => e.to_string(),
     }
 }
@@ -53,7 +53,7 @@ fn a_kubectl_export_and_a_list_in_two_files_become_the_customer_s_scenario() {
         },
     )
     .unwrap();
-    assert_eq!(r.scaled_job, "orders/order-processor");
+    assert_eq!(r.object, "orders/order-processor");
     let t = &r.scenario.trigger;
     assert_eq!(t.namespace, "orders");
     assert_eq!(t.postgres.host, "orders-db.postgres.database.azure.com");
@@ -325,16 +325,17 @@ fn what_the_harness_cannot_do_yet_is_said_plainly() {
         },
     );
     assert!(e.starts_with("--rows: set together with --seed-sql"), "{e}");
-    // A ScaledObject: not on the local backend yet.
-    let so = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: web, namespace: orders}\nspec:\n  scaleTargetRef: {name: web}\n  triggers:\n  - type: postgresql\n    metadata: {host: orders-db.postgres.database.azure.com, userName: u, dbName: d, query: q}\n";
+    // A ScaledObject whose scale target is not among the files: refused naming the document and the field,
+    // since the harness observes the target's replicas.
+    let so = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: web, namespace: orders}\nspec:\n  scaleTargetRef: {name: web}\n  triggers:\n  - type: postgresql\n    metadata: {host: orders-db.postgres.database.azure.com, userName: u, dbName: d, query: 'SELECT COUNT(*) FROM orders'}\n";
     let e = err(
         &[write(tmp.path(), "so.yaml", so)],
         &ReproOptions::default(),
     );
     assert!(
-        e.contains("so.yaml document 0")
-            && e.contains("ScaledObject orders/web")
-            && e.contains("ScaledJobs only"),
+        e.contains("so.yaml")
+            && e.contains("ScaledObject web: spec.scaleTargetRef.name")
+            && e.contains("add it"),
         "{e}"
     );
     // A subject that is not one line.
@@ -411,7 +412,7 @@ fn identity_comes_from_the_trigger_authentication_first() {
 fn the_seed_manifest_runs_as_a_repro() {
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seed/manifests.yaml");
     let r = repro::prepare(&[seed], &ReproOptions::default()).unwrap();
-    assert_eq!(r.scaled_job, "movie-api/postgres-scaledjob");
+    assert_eq!(r.object, "movie-api/postgres-scaledjob");
     assert_eq!(r.scenario.planned_rows(), Some(3));
     assert_eq!(r.scenario.file.identity.client_id, None);
     assert!(r.ignored.is_empty());
@@ -449,4 +450,35 @@ fn the_operator_s_own_service_account_names_the_client_id_it_runs_with() {
         .documents
         .iter()
         .any(|d| d["metadata"]["name"] == "keda-operator"));
+}
+
+#[test]
+fn a_scaled_object_with_its_deployment_is_reproduced_by_its_target_s_replicas() {
+    let manifests =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/scaledobject/manifests.yaml");
+    let r = repro::prepare(&[manifests], &ReproOptions::default()).unwrap();
+    assert_eq!(r.kind, "ScaledObject");
+    assert_eq!(r.object, "movie-api/movie-worker-scaler");
+    let target = r
+        .scenario
+        .trigger
+        .scale_target
+        .as_ref()
+        .expect("the Deployment is the scale target");
+    assert_eq!(
+        (target.kind.as_str(), target.name.as_str()),
+        ("Deployment", "movie-worker")
+    );
+    // The manifests' identityId is the client id; the default rows are three replicas' worth at
+    // targetQueryValue 2.
+    assert_eq!(
+        assumption(&r, "client id").value,
+        "3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41"
+    );
+    let rows = assumption(&r, "rows");
+    assert_eq!(rows.value, "6");
+    assert!(rows.from.contains("three replicas' worth"), "{rows:?}");
+    let e = &r.scenario.file.expect[0];
+    assert!(e.jobs.is_none() && e.replicas.is_some(), "{e:?}");
+    assert!(ReproOutcome::prepared(&r).kind == "ScaledObject");
 }

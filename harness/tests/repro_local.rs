@@ -76,7 +76,7 @@ fn repro_of_a_customer_shaped_scaled_job_on_2_14_1_and_2_15_0_side_by_side() {
         out.status
     );
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
-    assert_eq!(json["scaled_job"], "orders/order-processor");
+    assert_eq!(json["object"], "orders/order-processor");
 
     // 2.14.1 ignores podIdentity and sends an empty password. The server's answer is Azure Database for
     // PostgreSQL's (the customer's event text, kedacore/keda#6654); around it pgx v5.5.5's connect error
@@ -157,6 +157,72 @@ fn repro_of_a_customer_shaped_scaled_job_on_2_14_1_and_2_15_0_side_by_side() {
             p.display()
         );
     }
+    assert_eq!(keda_harness::process::registered_children(), vec![]);
+}
+
+#[test]
+fn repro_of_a_scaled_object_with_its_deployment_on_2_14_1_and_2_15_0() {
+    if !keda_harness::prereq::require_local_backend() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The ScaledObject form of the seed: a Deployment at 0 replicas, its ScaledObject (targetQueryValue 2,
+    // minReplicaCount 0, maxReplicaCount 10) and the Workload Identity TriggerAuthentication, as one file.
+    let manifests =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/scaledobject/manifests.yaml");
+    let out = keda_harness(
+        &["repro", "--keda", "2.14.1,2.15.0", "--rows", "5", "--json"],
+        &[manifests],
+    )
+    .output()
+    .expect("run keda-harness repro");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "repro exits 0 when it ran ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+    assert_eq!(json["kind"], "ScaledObject");
+    assert_eq!(json["object"], "movie-api/movie-worker-scaler");
+
+    // 2.14.1: the empty password (pgx v5.5.5's connect error around the server's answer, wrapped by KEDA v2.14.1
+    // pkg/scalers/postgresql_scaler.go, as in the ScaledJob test above), and the Deployment stays at 0: KEDA
+    // creates no HPA for a scaler it cannot build and does not activate the target.
+    let old = cell(&json, "2.14.1");
+    assert_eq!(old["outcome"], "scaler-error", "{old:#}");
+    assert_eq!(old["replicas"], 0, "{old:#}");
+    assert!(
+        old.get("jobs").is_none(),
+        "a ScaledObject has no Jobs: {old:#}"
+    );
+    let err = old["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(
+            "error establishing postgreSQL connection: failed to connect to `host=postgres.postgres.database.azure.com \
+             user=movies-mi database=movies`: server error (FATAL: empty password returned by client (SQLSTATE 28P01))"
+        ),
+        "{err}"
+    );
+
+    // 2.15.0: KEDA activates the Deployment 0 -> 1 and its HPA (External metric, AverageValue target 2) takes it
+    // to ceil(5 / 2) = 3: Kubernetes' replica calculator for an External AverageValue metric is
+    // ceil(metric total / target average) (pkg/controller/podautoscaler/replica_calculator.go,
+    // GetExternalPerPodMetricReplicas), within minReplicas max(minReplicaCount, 1) and maxReplicas 10.
+    let want = ((5.0_f64 / 2.0).ceil() as u64).clamp(1, 10);
+    let fixed = cell(&json, "2.15.0");
+    assert_eq!(fixed["outcome"], "scales", "{fixed:#}");
+    assert_eq!(fixed["replicas"], want, "{fixed:#}");
+    assert!(
+        fixed["token_requests"].as_u64().unwrap_or(0) >= 1,
+        "{fixed:#}"
+    );
+    let hint = json["hint"]["text"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains("upgrade to >= 2.15.0") && hint.contains("kedacore/keda#5823"),
+        "{hint}"
+    );
     assert_eq!(keda_harness::process::registered_children(), vec![]);
 }
 

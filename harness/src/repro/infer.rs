@@ -90,8 +90,8 @@ fn guid_at(
 }
 
 /// The service accounts whose annotations may name the identity, in the order they are trusted: the KEDA
-/// operator's (its environment is what KEDA uses), then the workload's (the ScaledJob's pod template's
-/// `serviceAccountName`), then any other with the annotation.
+/// operator's (its environment is what KEDA uses), then the workload's (`serviceAccountName` of the ScaledJob's
+/// Job template, or of the pod template of the ScaledObject's scale target), then any other with the annotation.
 fn candidate_service_accounts<'a>(
     all: &'a [IngestedObject],
     scaled_job: &IngestedObject,
@@ -108,9 +108,26 @@ fn candidate_service_accounts<'a>(
         out.push((*op, "the KEDA operator's service account"));
     }
     let ns = scaled_job.namespace();
-    let workload = scaled_job.doc["spec"]["jobTargetRef"]["template"]["spec"]["serviceAccountName"]
-        .as_str()
-        .or(scaled_job.doc["spec"]["jobTargetRef"]["template"]["spec"]["serviceAccount"].as_str());
+    // A ScaledJob's pods come from its Job template; a ScaledObject's from its scale target's pod template.
+    let pod_spec = match scaled_job.kind() {
+        "ScaledObject" => {
+            let target = &scaled_job.doc["spec"]["scaleTargetRef"];
+            let kind = target["kind"].as_str().unwrap_or("Deployment");
+            all.iter()
+                .find(|o| {
+                    o.kind() == kind
+                        && o.namespace() == ns
+                        && Some(o.name()) == target["name"].as_str()
+                })
+                .map(|o| &o.doc["spec"]["template"]["spec"])
+        }
+        _ => Some(&scaled_job.doc["spec"]["jobTargetRef"]["template"]["spec"]),
+    };
+    let workload = pod_spec.and_then(|p| {
+        p["serviceAccountName"]
+            .as_str()
+            .or(p["serviceAccount"].as_str())
+    });
     if let Some(name) = workload {
         if let Some(sa) = sas.iter().find(|o| o.namespace() == ns && o.name() == name) {
             out.push((*sa, "the workload's service account"));
@@ -273,7 +290,12 @@ pub fn federated_subject(flag: Option<&str>) -> Result<Assumption, String> {
 }
 
 /// Rows to seed: `--rows`, else enough for three Jobs at the trigger's targetQueryValue.
-pub fn rows(flag: Option<u64>, target_query_value: Option<f64>) -> Result<Assumption, String> {
+/// `unit` names what the default counts (`Jobs'`, `replicas'`).
+pub fn rows(
+    flag: Option<u64>,
+    target_query_value: Option<f64>,
+    unit: &str,
+) -> Result<Assumption, String> {
     match flag {
         Some(n) if n > MAX_ROWS => Err(format!(
             "{n} is more than {MAX_ROWS}: KEDA creates at most maxReplicaCount Jobs, so more rows only make seeding slow"
@@ -292,7 +314,7 @@ pub fn rows(flag: Option<u64>, target_query_value: Option<f64>) -> Result<Assump
                 what: "rows".into(),
                 value: n.to_string(),
                 from: format!(
-                    "default: three Jobs' worth at targetQueryValue {t}; --rows to choose"
+                    "default: three {unit} worth at targetQueryValue {t}; --rows to choose"
                 ),
             })
         }
@@ -314,8 +336,8 @@ mod tests {
 
     #[test]
     fn default_rows_give_three_jobs() {
-        assert_eq!(rows(None, Some(1.0)).unwrap().value, "3");
-        assert_eq!(rows(None, Some(2.5)).unwrap().value, "9");
-        assert!(rows(Some(MAX_ROWS + 1), None).is_err());
+        assert_eq!(rows(None, Some(1.0), "Jobs'").unwrap().value, "3");
+        assert_eq!(rows(None, Some(2.5), "Jobs'").unwrap().value, "9");
+        assert!(rows(Some(MAX_ROWS + 1), None, "Jobs'").is_err());
     }
 }

@@ -22,8 +22,8 @@ use crate::matrix::{self, CellOptions};
 use crate::observation::ObservedOutcome;
 use crate::report::{Scrubber, Verdict};
 use crate::scenario::{
-    Data, Expectation, Identity, JobsExpectation, Knobs, ManifestChange, Origin, Outcome, Scenario,
-    ScenarioError, ScenarioFile, TokenRequests,
+    Data, Expectation, Identity, JobsExpectation, Knobs, ManifestChange, Origin, Outcome,
+    ReplicasExpectation, Scenario, ScenarioError, ScenarioFile, TokenRequests,
 };
 
 pub use infer::Assumption;
@@ -61,8 +61,10 @@ pub struct ReproOptions {
 #[derive(Debug, Clone)]
 pub struct Repro {
     pub scenario: Scenario,
-    /// `namespace/name` of the ScaledJob reproduced.
-    pub scaled_job: String,
+    /// `ScaledJob` or `ScaledObject`: the object with the postgresql trigger reproduced.
+    pub kind: String,
+    /// Its `namespace/name`.
+    pub object: String,
     pub files: Vec<PathBuf>,
     pub assumptions: Vec<Assumption>,
     /// Every change to the manifests: what was removed from exports, what was added, and the harness's own
@@ -118,25 +120,17 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
     let scrubber = Scrubber::new().with_documents(&all_docs);
     let objects = &ingested.objects;
 
-    let Some(sj) = objects
-        .iter()
-        .find(|o| o.kind() == "ScaledJob" && has_postgresql_trigger(&o.doc))
-    else {
-        if let Some(so) = objects
+    // The first ScaledJob with a postgresql trigger, else the first ScaledObject with one (its scale target must
+    // be among the manifests: the harness observes the target's replicas).
+    let with_trigger = |kind: &str| {
+        objects
             .iter()
-            .find(|o| o.kind() == "ScaledObject" && has_postgresql_trigger(&o.doc))
-        {
-            return Err(ReproError::Unsupported(format!(
-                "{}: {} has a postgresql trigger, but the local backend runs ScaledJobs only for now (a ScaledObject \
-                 needs the metrics adapter and an HPA controller, which it does not run yet); send the ScaledJob \
-                 form of the workload, or wait for ScaledObject support",
-                so.place(),
-                so.label()
-            )));
-        }
+            .find(|o| o.kind() == kind && has_postgresql_trigger(&o.doc))
+    };
+    let Some(sj) = with_trigger("ScaledJob").or_else(|| with_trigger("ScaledObject")) else {
         return Err(ReproError::Manifest(format!(
-            "{}: no ScaledJob with a `type: postgresql` trigger among the {} objects read (ignored: {}); add the \
-             customer's ScaledJob",
+            "{}: no ScaledJob or ScaledObject with a `type: postgresql` trigger among the {} objects read \
+             (ignored: {}); add the customer's ScaledJob, or their ScaledObject with its Deployment or StatefulSet",
             files
                 .iter()
                 .map(|f| f.display().to_string())
@@ -146,7 +140,9 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
             ingested.ignored.len()
         )));
     };
-    let scaled_job = format!("{}/{}", sj.namespace().unwrap_or_default(), sj.name());
+    let kind = sj.kind().to_string();
+    let is_scaled_object = kind == "ScaledObject";
+    let object = format!("{}/{}", sj.namespace().unwrap_or_default(), sj.name());
     let mut assumptions = Vec::new();
     let others: Vec<String> = objects
         .iter()
@@ -157,12 +153,12 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
         .collect();
     assumptions.push(Assumption {
         what: "reproduced".into(),
-        value: format!("ScaledJob {scaled_job}"),
+        value: format!("{kind} {object}"),
         from: if others.is_empty() {
-            format!("the ScaledJob with a postgresql trigger ({})", sj.place())
+            format!("the {kind} with a postgresql trigger ({})", sj.place())
         } else {
             format!(
-                "the first ScaledJob with a postgresql trigger ({}); also applied: {}",
+                "the first {kind} with a postgresql trigger ({}); also applied: {}",
                 sj.place(),
                 others.join(", ")
             )
@@ -236,7 +232,12 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
             value: "(what the trigger's query returns after the seed SQL)".into(),
             from: format!("--seed-sql {}", sql.display()),
         },
-        None => infer::rows(opts.rows, target).map_err(|message| ReproError::Flag {
+        None => infer::rows(
+            opts.rows,
+            target,
+            if is_scaled_object { "replicas'" } else { "Jobs'" },
+        )
+        .map_err(|message| ReproError::Flag {
             flag: "rows",
             message,
         })?,
@@ -298,7 +299,7 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
         .to_path_buf();
     let file = ScenarioFile {
         name: scenario_name(sj.name()),
-        description: format!("repro of ScaledJob {scaled_job}"),
+        description: format!("repro of {kind} {object}"),
         summary: String::new(),
         manifests: files
             .iter()
@@ -334,8 +335,9 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
             error_contains: None,
             error_from: Default::default(),
             error_seen_in: Default::default(),
-            jobs: Some(JobsExpectation::Exactly(0)),
-            replicas: None,
+            // Observe mode checks neither; they only say which kind of count a ScaledJob or ScaledObject has.
+            jobs: (!is_scaled_object).then_some(JobsExpectation::Exactly(0)),
+            replicas: is_scaled_object.then_some(ReplicasExpectation::Exactly(0)),
             transient_error: None,
             token_requests: TokenRequests::AtLeastOne,
             then: vec![],
@@ -354,7 +356,8 @@ pub fn prepare(files: &[PathBuf], opts: &ReproOptions) -> Result<Repro, ReproErr
     changes.extend(scenario.manifests_to_apply().1);
     Ok(Repro {
         scenario,
-        scaled_job,
+        kind,
+        object,
         files: files.to_vec(),
         assumptions,
         changes,
@@ -391,10 +394,18 @@ impl CellOutcome {
 pub struct ReproCell {
     pub keda: String,
     pub outcome: CellOutcome,
-    /// Jobs when the observation ended.
+    /// Jobs when the observation ended (a ScaledJob).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u64>,
-    /// What KEDA's default strategy gives for the seeded rows.
+    /// What KEDA's default strategy gives for the seeded rows (a ScaledJob).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub formula_jobs: Option<u64>,
+    /// `spec.replicas` of the scale target when the observation ended (a ScaledObject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+    /// What the HPA computes for the seeded rows (a ScaledObject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub formula_replicas: Option<u64>,
     /// The first error KEDA reported (or why the harness could not run the version).
     pub error: Option<String>,
     pub token_requests: Option<u64>,
@@ -415,7 +426,9 @@ impl ReproCell {
                     ObservedOutcome::NoDecision => CellOutcome::NoDecision,
                 },
                 jobs: o.jobs,
-                formula_jobs: Some(o.formula_jobs),
+                formula_jobs: o.formula_jobs,
+                replicas: o.replicas,
+                formula_replicas: o.formula_replicas,
                 error: o.error.clone(),
                 token_requests: Some(o.token_requests),
                 seconds: v.seconds,
@@ -426,6 +439,8 @@ impl ReproCell {
                 outcome: CellOutcome::HarnessError,
                 jobs: None,
                 formula_jobs: None,
+                replicas: None,
+                formula_replicas: None,
                 error: v
                     .deciding_error
                     .as_ref()
@@ -453,6 +468,8 @@ impl ReproCell {
             outcome: CellOutcome::HarnessError,
             jobs: None,
             formula_jobs: None,
+            replicas: None,
+            formula_replicas: None,
             error: Some(error),
             token_requests: None,
             seconds: 0.0,
@@ -464,7 +481,10 @@ impl ReproCell {
 /// The whole repro: per version, the hint, and how the manifests were used.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReproOutcome {
-    pub scaled_job: String,
+    /// `ScaledJob` or `ScaledObject`.
+    pub kind: String,
+    /// `namespace/name` of the object reproduced.
+    pub object: String,
     pub files: Vec<String>,
     pub versions: Vec<ReproCell>,
     pub hint: Option<hint::Hint>,
@@ -478,7 +498,8 @@ impl ReproOutcome {
     /// The outcome before any version ran: how the manifests were read and used.
     pub fn prepared(repro: &Repro) -> Self {
         ReproOutcome {
-            scaled_job: repro.scaled_job.clone(),
+            kind: repro.kind.clone(),
+            object: repro.object.clone(),
             files: repro
                 .files
                 .iter()
@@ -585,8 +606,9 @@ fn first_line(s: &str, max: usize) -> String {
 /// first error, and the hint.
 pub fn render_text(out: &ReproOutcome) -> String {
     let mut s = format!(
-        "repro of ScaledJob {} from {}\n",
-        out.scaled_job,
+        "repro of {} {} from {}\n",
+        out.kind,
+        out.object,
         out.files.join(", ")
     );
     s.push_str("\nassumptions:\n");
@@ -640,16 +662,21 @@ pub fn render_text(out: &ReproOutcome) -> String {
     s
 }
 
-/// The per-version table: KEDA, outcome, jobs (observed / KEDA's formula), first error, seconds.
+/// The per-version table: KEDA, outcome, jobs or replicas (observed / the formula), first error, seconds.
 pub fn cells_table(cells: &[ReproCell]) -> String {
-    let headers = ["KEDA", "outcome", "jobs", "first error", "seconds"];
+    let unit = if cells.iter().any(|c| c.formula_replicas.is_some()) {
+        "replicas"
+    } else {
+        "jobs"
+    };
+    let headers = ["KEDA", "outcome", unit, "first error", "seconds"];
     let rows: Vec<[String; 5]> = cells
         .iter()
         .map(|c| {
             [
                 c.keda.clone(),
                 c.outcome.as_str().to_string(),
-                match (c.jobs, c.formula_jobs) {
+                match (c.jobs.or(c.replicas), c.formula_jobs.or(c.formula_replicas)) {
                     (Some(j), Some(f)) => format!("{j} (formula {f})"),
                     (Some(j), None) => j.to_string(),
                     _ => "-".into(),

@@ -61,6 +61,14 @@ pub enum Outcome {
     Observe,
 }
 
+impl Outcome {
+    /// Whether KEDA may scale in this cell: a ScaledObject's then needs the metrics adapter and the HPA controller
+    /// (a `scaler-error` cell creates no HPA; an observed one may).
+    pub fn may_scale(self) -> bool {
+        matches!(self, Outcome::Scales | Outcome::Observe)
+    }
+}
+
 /// Where a scaler error's text comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
