@@ -8,6 +8,11 @@
 //! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `scaled_object`: what KEDA decides for a ScaledObject (its HPA, activation, the external metric) and how
 //!   it is judged.
+//! - `scenario`: a scenario folder (scenario.yaml + manifests) loaded, validated and read for its trigger; the
+//!   library under scenarios/.
+//! - `assertions`: a scenario's expectation judged against what KEDA did; `observation`: what KEDA did, without
+//!   an expectation (observe mode).
+//! - `repro`: a customer's manifests as sent turned into a scenario, run per version, a fix hint; `bisect`.
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
 pub mod assertions;

@@ -25,7 +25,8 @@ pub struct ReproInputs {
     /// The customer's manifest files: multi-document YAML or JSON, `kind: List`, `kubectl get -o yaml` exports.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Rows to seed in the trigger's table (default: three Jobs' worth at the trigger's targetQueryValue).
+    /// Rows to seed in the trigger's table (default: three Jobs' or replicas' worth at the trigger's
+    /// targetQueryValue).
     #[arg(long)]
     pub rows: Option<u64>,
     /// Subject of the federated identity credential (default: system:serviceaccount:keda:keda-operator, the
