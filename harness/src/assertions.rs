@@ -425,6 +425,18 @@ pub async fn evaluate<W: ScenarioWorld>(
             };
         }
     }
+    finish(world, expectation, expected, observed, checks, matched).await
+}
+
+/// The end of every judged evaluation: the token-request check, then every error the run showed.
+pub(crate) async fn finish<W: ScenarioWorld>(
+    world: &W,
+    expectation: &Expectation,
+    expected: String,
+    observed: String,
+    mut checks: Vec<Check>,
+    matched: Option<SeenError>,
+) -> Evaluation {
     let seen = world.token_requests();
     checks.push(Check {
         name: format!(

@@ -25,7 +25,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 
 use crate::assertions::{
-    errors_seen, observed_evaluation, scaler_error_matches, Evaluation, ScenarioWorld, Timing,
+    finish, observed_evaluation, scaler_error_matches, Evaluation, ScenarioWorld, Timing,
     SCALER_FAILED,
 };
 use crate::catalog::PgxErrorStyle;
@@ -544,23 +544,7 @@ pub async fn evaluate<W: ScenarioWorld>(
             );
         }
     }
-    let seen = world.token_requests();
-    checks.push(Check {
-        name: format!(
-            "token requests from the trigger's identity: {}",
-            expectation.token_requests.describe()
-        ),
-        passed: expectation.token_requests.holds(seen),
-        detail: format!("{seen} token requests in the Entra mock's journal"),
-    });
-    Evaluation {
-        expected,
-        observed,
-        checks,
-        errors: errors_seen(world).await,
-        matched,
-        observation: None,
-    }
+    finish(world, expectation, expected, observed, checks, matched).await
 }
 
 #[cfg(test)]

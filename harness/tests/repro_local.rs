@@ -42,6 +42,23 @@ fn cell<'a>(json: &'a serde_json::Value, keda: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no cell for {keda} in {json:#}"))
 }
 
+/// Run the binary with `args` on `files`; it must exit 0 (it ran, whatever the outcomes) and print JSON.
+fn run_json(args: &[&str], files: &[PathBuf]) -> (serde_json::Value, String, String) {
+    let out = keda_harness(args, files)
+        .output()
+        .expect("run keda-harness");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} exits 0 when it ran ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}):\n{stdout}"));
+    (json, stdout, stderr)
+}
+
 #[test]
 fn repro_of_a_customer_shaped_scaled_job_on_2_14_1_and_2_15_0_side_by_side() {
     if !keda_harness::prereq::require_local_backend() {
@@ -53,7 +70,7 @@ fn repro_of_a_customer_shaped_scaled_job_on_2_14_1_and_2_15_0_side_by_side() {
         fixture("orders-scaledjob.yaml"),
         fixture("orders-auth-list.yaml"),
     ];
-    let out = keda_harness(
+    let (json, stdout, stderr) = run_json(
         &[
             "repro",
             "--keda",
@@ -65,17 +82,7 @@ fn repro_of_a_customer_shaped_scaled_job_on_2_14_1_and_2_15_0_side_by_side() {
             report.path().to_str().unwrap(),
         ],
         &files,
-    )
-    .output()
-    .expect("run keda-harness repro");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "repro exits 0 when it ran ({}):\n{stdout}\n{stderr}",
-        out.status
     );
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(json["object"], "orders/order-processor");
 
     // 2.14.1 ignores podIdentity and sends an empty password. The server's answer is Azure Database for
@@ -170,20 +177,10 @@ fn repro_of_a_scaled_object_with_its_deployment_on_2_14_1_and_2_15_0() {
     // minReplicaCount 0, maxReplicaCount 10) and the Workload Identity TriggerAuthentication, as one file.
     let manifests =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/scaledobject/manifests.yaml");
-    let out = keda_harness(
+    let (json, _, _) = run_json(
         &["repro", "--keda", "2.14.1,2.15.0", "--rows", "5", "--json"],
         &[manifests],
-    )
-    .output()
-    .expect("run keda-harness repro");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "repro exits 0 when it ran ({}):\n{stdout}\n{stderr}",
-        out.status
     );
-    let json: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
     assert_eq!(json["kind"], "ScaledObject");
     assert_eq!(json["object"], "movie-api/movie-worker-scaler");
 
