@@ -79,7 +79,11 @@ enum Cli {
         command: keda_harness::env_up::EnvCommand,
     },
     /// List the shipped scenarios: what customers see, and the KEDA versions on which each fails.
-    Scenarios,
+    Scenarios {
+        /// Print only the names, comma-separated (for `matrix --scenario`, the nightly).
+        #[arg(long)]
+        names: bool,
+    },
     /// Remove what earlier runs that are gone left behind (processes, temp dirs, containers), and say what.
     Clean,
     /// Print the KEDA version catalog; `derive` writes a new entry, `check` looks for releases it lacks.
@@ -163,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     report_reaped(&keda_harness::lifecycle::reap_orphans());
     match cli {
         Cli::Clean => Ok(()),
-        Cli::Scenarios => print_scenarios(),
+        Cli::Scenarios { names } => print_scenarios(names),
         Cli::Run {
             backend,
             keda,
@@ -292,7 +296,11 @@ fn check_catalog(path: Option<&std::path::Path>) -> anyhow::Result<()> {
 
 /// `scenarios`: one line each — name, what customers see, the versions that fail (ranges, and the catalog's
 /// versions in them).
-fn print_scenarios() -> anyhow::Result<()> {
+fn print_scenarios(names_only: bool) -> anyhow::Result<()> {
+    if names_only {
+        println!("{}", keda_harness::scenario::known_scenarios().join(","));
+        return Ok(());
+    }
     let catalog = keda_harness::catalog::Catalog::load()?;
     let versions: Vec<String> = catalog
         .versions

@@ -40,3 +40,23 @@ fn lists_every_shipped_scenario_with_its_failing_versions_and_summary() {
         "{stdout}"
     );
 }
+
+#[test]
+fn names_prints_the_library_for_matrix_scenario() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keda-harness"))
+        .args(["scenarios", "--names"])
+        .env(
+            "KEDA_HARNESS_STATE_DIR",
+            tempfile::tempdir().unwrap().path(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(',')
+        .map(String::from)
+        .collect();
+    assert_eq!(names, keda_harness::scenario::known_scenarios());
+    assert!(names.iter().any(|n| n == "seed"), "{names:?}");
+}
