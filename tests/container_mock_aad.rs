@@ -60,7 +60,7 @@ async fn the_image_serves_entra_discovery_with_the_rendered_command_line() {
     let cert = ca
         .issue_server(&names.iter().map(String::as_str).collect::<Vec<_>>())
         .unwrap();
-    let issuer = serde_yaml::to_string(&kind_trusted_issuer()).unwrap();
+    let issuer = serde_norway::to_string(&kind_trusted_issuer()).unwrap();
     let config = format!(
         "tenants:\n- tenant_id: {TENANT_ID}\n  apps:\n  - client_id: 7d1a4b2e-6c3f-4e8a-9b5d-0f2e1c3a4b5c\n    \
          object_id: 3b1f0c2d-5e4a-4f6b-8c7d-9e0a1b2c3d4e\n    federated_identity_credentials:\n    \

@@ -9,14 +9,14 @@
 use keda_harness::matrix::{run_local, MatrixPlan};
 use keda_harness::report::ErrorSource;
 use serde::Deserialize as _;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// The seed scenario, copied to `dir` with `identity.federated_subject` naming the ScaledJob's service
 /// account, and the expectation for >= 2.15.0 without its second step (one failed wait is enough).
 fn fic_on_workload_sa(dir: &std::path::Path) -> String {
     let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seed");
     let manifests = std::fs::read_to_string(seed.join("manifests.yaml")).unwrap();
-    let job = serde_yaml::Deserializer::from_str(&manifests)
+    let job = serde_norway::Deserializer::from_str(&manifests)
         .map(|d| Value::deserialize(d).unwrap())
         .find(|d| d["kind"] == "ScaledJob")
         .expect("the seed has a ScaledJob");
@@ -28,7 +28,7 @@ fn fic_on_workload_sa(dir: &std::path::Path) -> String {
             .unwrap()
     );
     let mut scenario: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(seed.join("scenario.yaml")).unwrap())
+        serde_norway::from_str(&std::fs::read_to_string(seed.join("scenario.yaml")).unwrap())
             .unwrap();
     scenario["name"] = "fic-on-workload-sa".into();
     scenario["identity"]["federated_subject"] = subject.clone().into();
@@ -40,7 +40,7 @@ fn fic_on_workload_sa(dir: &std::path::Path) -> String {
     }
     std::fs::write(
         dir.join("scenario.yaml"),
-        serde_yaml::to_string(&scenario).unwrap(),
+        serde_norway::to_string(&scenario).unwrap(),
     )
     .unwrap();
     std::fs::write(dir.join("manifests.yaml"), manifests).unwrap();

@@ -65,7 +65,7 @@ async fn keda_comes_up_on_kind_with_workload_identity_wired() {
     let cert = ca
         .issue_server(&names.iter().map(String::as_str).collect::<Vec<_>>())
         .unwrap();
-    let issuer = serde_yaml::to_string(&kind_trusted_issuer()).unwrap();
+    let issuer = serde_norway::to_string(&kind_trusted_issuer()).unwrap();
     let config = format!(
         "tenants:\n- tenant_id: {TENANT_ID}\n  apps:\n  - client_id: {CLIENT_ID}\n    \
          object_id: 3b1f0c2d-5e4a-4f6b-8c7d-9e0a1b2c3d4e\n    federated_identity_credentials:\n    \

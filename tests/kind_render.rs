@@ -20,7 +20,7 @@ const PG_HOST: &str = "postgres.postgres.database.azure.com";
 
 /// The Entra config mock-aad gets in the cluster, parsed and validated by mock-aad itself.
 fn entra_config(subject: &str) -> EntraConfig {
-    let issuer = serde_yaml::to_string(&kind_trusted_issuer()).unwrap();
+    let issuer = serde_norway::to_string(&kind_trusted_issuer()).unwrap();
     let text = format!(
         "tenants:\n\
          - tenant_id: {TENANT_ID}\n\

@@ -36,7 +36,7 @@ pub enum CatalogError {
     #[error("parsing the KEDA catalog {source_name}: {source}")]
     Parse {
         source_name: String,
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("KEDA catalog {source_name}: entry {version}: {problem}")]
     Invalid {
@@ -355,7 +355,7 @@ impl Catalog {
     /// Parse and check catalog text; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Catalog, CatalogError> {
         let mut catalog: Catalog =
-            serde_yaml::from_str(text).map_err(|source| CatalogError::Parse {
+            serde_norway::from_str(text).map_err(|source| CatalogError::Parse {
                 source_name: source_name.to_string(),
                 source,
             })?;

@@ -106,7 +106,7 @@ fn override_file_replaces_the_embedded_catalog() {
     only_newest
         .versions
         .retain(|e| e.version.to_string() == "2.20.2");
-    std::fs::write(&path, serde_yaml::to_string(&only_newest).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&only_newest).unwrap()).unwrap();
     let loaded = Catalog::load_from(&path).unwrap();
     assert_eq!(loaded.known_versions(), vec!["2.20.2"]);
     assert_eq!(loaded.source_name, path.display().to_string());
@@ -118,7 +118,7 @@ fn one_entry_yaml(edit: impl FnOnce(&mut CatalogEntry)) -> String {
     let mut catalog = Catalog::embedded().unwrap();
     catalog.versions.truncate(1);
     edit(&mut catalog.versions[0]);
-    serde_yaml::to_string(&catalog).unwrap()
+    serde_norway::to_string(&catalog).unwrap()
 }
 
 #[test]
@@ -130,12 +130,12 @@ fn invalid_entries_are_refused_with_the_field_named() {
     assert!(err.contains("tag `2.14.1` should be `v2.14.1`"), "{err}");
 
     // `replace: []` is a tag with no pins; a missing `replace` is an entry someone forgot to copy them into.
-    let mut no_pins: serde_yaml::Value = serde_yaml::from_str(&one_entry_yaml(|_| ())).unwrap();
+    let mut no_pins: serde_norway::Value = serde_norway::from_str(&one_entry_yaml(|_| ())).unwrap();
     no_pins["versions"][0]
         .as_mapping_mut()
         .unwrap()
         .remove("replace");
-    let err = Catalog::parse(&serde_yaml::to_string(&no_pins).unwrap(), "t.yaml")
+    let err = Catalog::parse(&serde_norway::to_string(&no_pins).unwrap(), "t.yaml")
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing field `replace`"), "{err}");

@@ -181,11 +181,11 @@ fn write_bundle(dir: &Path, scenario: &Scenario) {
     );
     w(
         "scaledjob.yaml",
-        serde_yaml::to_string(&redact_object_value(&scaled_job_from_api(scenario))).unwrap(),
+        serde_norway::to_string(&redact_object_value(&scaled_job_from_api(scenario))).unwrap(),
     );
     let manifests: Vec<String> = applied
         .iter()
-        .map(|d| serde_yaml::to_string(&redact(d)).unwrap())
+        .map(|d| serde_norway::to_string(&redact(d)).unwrap())
         .collect();
     w("applied-manifests.yaml", manifests.join("---\n"));
     w(
@@ -341,11 +341,12 @@ fn no_canary_survives_in_the_report_dir() {
 fn typed_rules_alone_hide_every_canary_in_the_objects() {
     // Without the final scrub: the object files must already be clean by the typed rules.
     let (_d, scenario) = fixture();
-    let sj = serde_yaml::to_string(&redact_object_value(&scaled_job_from_api(&scenario))).unwrap();
+    let sj =
+        serde_norway::to_string(&redact_object_value(&scaled_job_from_api(&scenario))).unwrap();
     let (applied, _) = scenario.manifests_to_apply();
     let manifests: String = applied
         .iter()
-        .map(|d| serde_yaml::to_string(&redact(d)).unwrap())
+        .map(|d| serde_norway::to_string(&redact(d)).unwrap())
         .collect();
     // The ScaledJob's status message carries the DATABASE_URL password: text, for the final scrub to catch.
     let sj_without_status = sj.split("status:").next().unwrap();

@@ -86,7 +86,7 @@ fn a_kubectl_export_and_a_list_in_two_files_become_the_customer_s_scenario() {
 
     // What the cluster wrote is gone from what is applied, and each removal is listed.
     for d in &r.scenario.documents {
-        let text = serde_yaml::to_string(d).unwrap();
+        let text = serde_norway::to_string(d).unwrap();
         for gone in [
             "managedFields",
             "resourceVersion",

@@ -229,12 +229,12 @@ fn restricted_catalog(dir: &Path, keep: &[&str]) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog/keda-versions.yaml"),
     )
     .unwrap();
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let versions = doc["versions"].as_sequence_mut().unwrap();
     versions.retain(|e| keep.iter().any(|k| e["version"].as_str() == Some(k)));
     assert_eq!(versions.len(), keep.len());
     let path = dir.join("catalog.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&doc).unwrap()).unwrap();
     path
 }
 

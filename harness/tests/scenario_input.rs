@@ -81,7 +81,7 @@ fn exercise(s: &Scenario) {
     }
     let (docs, _) = s.manifests_to_apply();
     for d in &docs {
-        let _ = serde_yaml::to_string(&redact(d)).unwrap();
+        let _ = serde_norway::to_string(&redact(d)).unwrap();
     }
     let _ = Scrubber::new().with_documents(&docs).scrub_str("log line");
     for id in [&s.file.identity.tenant_id, &s.file.identity.object_id]
@@ -477,10 +477,10 @@ proptest! {
         ];
         let manifests_yaml: String = manifests
             .iter()
-            .map(|m| serde_yaml::to_string(m).unwrap())
+            .map(|m| serde_norway::to_string(m).unwrap())
             .collect::<Vec<_>>()
             .join("---\n");
-        if let Ok(s) = load(&serde_yaml::to_string(&scenario).unwrap(), &manifests_yaml) {
+        if let Ok(s) = load(&serde_norway::to_string(&scenario).unwrap(), &manifests_yaml) {
             exercise(&s);
         }
     }

@@ -186,7 +186,7 @@ impl EntraConfig {
 
     /// Parse YAML or JSON text and validate. `origin` names the text in errors (a file name).
     pub fn from_str_named(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let de = serde_yaml::Deserializer::from_str(text);
+        let de = serde_norway::Deserializer::from_str(text);
         let config: EntraConfig =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
                 origin: origin.to_string(),
@@ -362,7 +362,7 @@ impl EntraConfig {
 
     /// Serialize as YAML (what `mock-aad example-config` prints).
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("EntraConfig is always serializable")
+        serde_norway::to_string(self).expect("EntraConfig is always serializable")
     }
 }
 

@@ -664,7 +664,7 @@ fn write_kubeconfig(
         "contexts": [{"name": "keda-harness", "context": {"cluster": "keda-harness", "user": "admin"}}],
         "current-context": "keda-harness",
     });
-    let yaml = serde_yaml::to_string(&config).map_err(|e| ControlPlaneError::Kubeconfig {
+    let yaml = serde_norway::to_string(&config).map_err(|e| ControlPlaneError::Kubeconfig {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;

@@ -23,7 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 pub use crate::scenario::REDACTED;
 
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn secret_documents_yield_raw_decoded_and_encoded_values() {
-        let docs: Vec<Value> = vec![serde_yaml::from_str(
+        let docs: Vec<Value> = vec![serde_norway::from_str(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: Y2FuYXJ5LWRhdGE=}\nstringData: {b: canary-sd}\n",
         )
         .unwrap()];

@@ -43,7 +43,7 @@ impl KnownFixes {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let de = serde_yaml::Deserializer::from_str(text);
+        let de = serde_norway::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             format!(
                 "{KNOWN_FIXES_REPO_PATH}: field `{}`: {}",

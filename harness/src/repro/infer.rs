@@ -16,7 +16,7 @@
 //!   trigger's `targetQueryValue`; with `--seed-sql`, whatever the query returns after the customer's SQL.
 
 use serde::Serialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
 use super::ingest::IngestedObject;

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::scenario::{
     read_capped, shown, Origin, ScenarioError, LAST_APPLIED_ANNOTATION, MAX_DOCUMENTS,
@@ -143,7 +143,7 @@ fn ingest_text(
     count: &mut usize,
 ) -> Result<(), ScenarioError> {
     use serde::Deserialize;
-    for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (index, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let doc_err = |message: String| ScenarioError::Manifest {
             path: path.display().to_string(),
             index,

@@ -15,7 +15,7 @@ pub mod ingest;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::catalog::KedaVersion;
 use crate::matrix::{self, CellOptions};

@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     fn check(yaml: &str) -> Result<(), String> {
-        let s: EntraSettings = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let s: EntraSettings = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
         validate(Path::new("scenarios/x/scenario.yaml"), &s).map_err(|e| e.to_string())
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::validate::{guid_message, is_guid, polling_message, shown};
 use super::{Knobs, Origin, ScenarioError, MAX_DOCUMENTS, MAX_POLLING_INTERVAL_SECONDS};
@@ -120,7 +120,7 @@ pub(super) fn parse_documents(
 ) -> Result<Vec<(usize, Value)>, ScenarioError> {
     use serde::Deserialize;
     let mut out = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let err = |message: String| ScenarioError::Manifest {
             path: path.display().to_string(),
             index,

@@ -92,7 +92,7 @@ pub struct Scenario {
     pub dir: PathBuf,
     pub file: ScenarioFile,
     /// Every manifest document in order, as parsed from the files named in `manifests`.
-    pub documents: Vec<serde_yaml::Value>,
+    pub documents: Vec<serde_norway::Value>,
     /// What the harness reads from the manifests (trigger, auth, scaling knobs).
     pub trigger: TriggerFacts,
     /// Where the trigger's data comes from (`data:`).
@@ -211,7 +211,7 @@ impl Scenario {
         source: &Path,
         dir: PathBuf,
         file: ScenarioFile,
-        documents: Vec<serde_yaml::Value>,
+        documents: Vec<serde_norway::Value>,
         origins: &[Origin],
         seed_sql: Option<&Path>,
     ) -> Result<Self, ScenarioError> {
@@ -247,7 +247,7 @@ impl Scenario {
     }
 
     /// The manifests as the harness applies them, and the list of every change it made to them.
-    pub fn manifests_to_apply(&self) -> (Vec<serde_yaml::Value>, Vec<ManifestChange>) {
+    pub fn manifests_to_apply(&self) -> (Vec<serde_norway::Value>, Vec<ManifestChange>) {
         manifests::apply_knobs(&self.documents, &self.file.knobs)
     }
 
@@ -386,7 +386,10 @@ mod tests {
             .any(|c| c.object == "ScaledObject movie-worker-scaler"
                 && c.field == "spec.pollingInterval"));
         let so = docs.iter().find(|d| d["kind"] == "ScaledObject").unwrap();
-        assert_eq!(so["spec"]["pollingInterval"], serde_yaml::Value::from(5u64));
+        assert_eq!(
+            so["spec"]["pollingInterval"],
+            serde_norway::Value::from(5u64)
+        );
     }
 
     #[test]
@@ -418,6 +421,9 @@ mod tests {
             "{changes:?}"
         );
         let sj = docs.iter().find(|d| d["kind"] == "ScaledJob").unwrap();
-        assert_eq!(sj["spec"]["pollingInterval"], serde_yaml::Value::from(5u64));
+        assert_eq!(
+            sj["spec"]["pollingInterval"],
+            serde_norway::Value::from(5u64)
+        );
     }
 }

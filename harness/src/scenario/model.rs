@@ -123,7 +123,7 @@ pub struct Step {
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<ScenarioFile, ScenarioError> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         ScenarioError::Field {

@@ -1,8 +1,8 @@
 //! A pre-scan of YAML text for deep flow nesting (`[[[[…` / `{a: {a: …`), before the YAML parser sees it.
 //!
-//! The parser behind serde_yaml (libyaml) keeps one "possible simple key" per open flow collection and
+//! The parser behind serde_norway (libyaml) keeps one "possible simple key" per open flow collection and
 //! revisits them all at every token, so its time grows with depth × tokens: measured here, 100 000 nested
-//! `{a: ` (400 KB) take over two minutes to be refused (serde_yaml's recursion limit of 128 only applies
+//! `{a: ` (400 KB) take over two minutes to be refused (serde_norway's recursion limit of 128 only applies
 //! after the whole document is scanned). This scan is linear and refuses such text in milliseconds.
 //!
 //! It follows YAML's lexical rules as far as brackets are concerned: quoted scalars (which start only where a
@@ -10,7 +10,7 @@
 //! document markers (which YAML does not allow inside quoted scalars, so they reset the scan).
 
 /// Flow collections nested deeper than this are refused. Kubernetes manifests written in flow style (or
-/// JSON) nest a dozen levels; serde_yaml refuses anything past 128 levels of any kind anyway.
+/// JSON) nest a dozen levels; serde_norway refuses anything past 128 levels of any kind anyway.
 pub const MAX_FLOW_DEPTH: usize = 64;
 
 #[derive(Clone, Copy, PartialEq)]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::validate::{guid_message, is_guid, shown};
 use super::{ScenarioError, SecretKeyRef, TriggerFacts};
@@ -186,7 +186,7 @@ mod tests {
 
     fn docs(text: &str) -> Vec<Value> {
         use serde::Deserialize as _;
-        serde_yaml::Deserializer::from_str(text)
+        serde_norway::Deserializer::from_str(text)
             .map(|d| Value::deserialize(d).unwrap())
             .collect()
     }
@@ -217,14 +217,14 @@ mod tests {
 
     #[test]
     fn the_section_is_optional_and_strict() {
-        let s: PostgresSetup = serde_yaml::from_str("{}").unwrap();
+        let s: PostgresSetup = serde_norway::from_str("{}").unwrap();
         assert_eq!(s, PostgresSetup::default());
         assert!(s.require_tls);
-        let e = serde_yaml::from_str::<PostgresSetup>("{auth: entra, requre_tls: false}")
+        let e = serde_norway::from_str::<PostgresSetup>("{auth: entra, requre_tls: false}")
             .unwrap_err()
             .to_string();
         assert!(e.contains("requre_tls"), "{e}");
-        let e = serde_yaml::from_str::<PostgresSetup>("{auth: md5}")
+        let e = serde_norway::from_str::<PostgresSetup>("{auth: md5}")
             .unwrap_err()
             .to_string();
         assert!(

@@ -19,7 +19,7 @@
 //!
 //! A final byte-level scrub of every written file (`report::scrub`) backs these rules up.
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 /// What replaces a value that must not be shown.
 pub const REDACTED: &str = "<redacted>";
@@ -65,7 +65,7 @@ pub fn redact(doc: &Value) -> Value {
 /// A copy of any serializable Kubernetes object (e.g. a `kube::api::DynamicObject` as the API returned it)
 /// safe to show. An object that cannot be represented as YAML is replaced by a note saying so.
 pub fn redact_object_value<T: serde::Serialize>(obj: &T) -> Value {
-    match serde_yaml::to_value(obj) {
+    match serde_norway::to_value(obj) {
         Ok(v) => redact(&v),
         Err(e) => Value::from(format!(
             "{REDACTED} (the object could not be rendered: {e})"
@@ -271,7 +271,7 @@ mod tests {
     use super::*;
 
     fn doc(text: &str) -> Value {
-        serde_yaml::from_str(text).unwrap()
+        serde_norway::from_str(text).unwrap()
     }
 
     #[test]
@@ -294,7 +294,7 @@ spec:
             - {name: PGPASSWORD, valueFrom: {secretKeyRef: {name: pg, key: password}}}
 "#);
         let r = redact(&d);
-        let text = serde_yaml::to_string(&r).unwrap();
+        let text = serde_norway::to_string(&r).unwrap();
         assert!(
             !text.contains("canary-init") && !text.contains("canary-mode"),
             "{text}"
@@ -327,7 +327,7 @@ metadata:
 data: {password: Y2FuYXJ5LWRhdGE=}
 stringData: {token: canary-sd}
 "#);
-        let text = serde_yaml::to_string(&redact(&d)).unwrap();
+        let text = serde_norway::to_string(&redact(&d)).unwrap();
         for c in ["canary-la", "Y2FuYXJ5LWRhdGE=", "canary-sd", "f:password"] {
             assert!(!text.contains(c), "{c} in {text}");
         }
@@ -337,7 +337,7 @@ stringData: {token: canary-sd}
         );
         let cm =
             doc("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {conn: canary-cm}\n");
-        let text = serde_yaml::to_string(&redact(&cm)).unwrap();
+        let text = serde_norway::to_string(&redact(&cm)).unwrap();
         assert!(
             !text.contains("canary-cm") && text.contains("conn"),
             "{text}"
@@ -357,7 +357,7 @@ spec:
     - type: redis
       metadata: {address: canary-redis, passwordFromEnv: REDIS_PW}
 "#);
-        let text = serde_yaml::to_string(&redact(&d)).unwrap();
+        let text = serde_norway::to_string(&redact(&d)).unwrap();
         for c in ["canary-pw", "canary-c", "canary-redis"] {
             assert!(!text.contains(c), "{c} in {text}");
         }
@@ -374,7 +374,7 @@ spec:
   secretTargetRef: [{parameter: password, name: pg, key: password}]
   hashiCorpVault: {address: "https://vault", authentication: token, credential: {token: canary-vault}}
 "#);
-        let text = serde_yaml::to_string(&redact(&a)).unwrap();
+        let text = serde_norway::to_string(&redact(&a)).unwrap();
         assert!(!text.contains("canary-vault"), "{text}");
         assert!(
             text.contains("3f1f7c2e-5d7a-4c55-9a37-1d2b6f0c8e41") && text.contains("key: password"),
@@ -385,17 +385,17 @@ spec:
     #[test]
     fn malformed_sections_are_hidden_whole() {
         let d = doc("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: canary-string\n");
-        let text = serde_yaml::to_string(&redact(&d)).unwrap();
+        let text = serde_norway::to_string(&redact(&d)).unwrap();
         assert!(!text.contains("canary-string"), "{text}");
         let d = doc("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, env: canary-env}]}\n");
-        let text = serde_yaml::to_string(&redact(&d)).unwrap();
+        let text = serde_norway::to_string(&redact(&d)).unwrap();
         assert!(!text.contains("canary-env"), "{text}");
     }
 
     #[test]
     fn lists_are_redacted_item_by_item() {
         let d = doc("apiVersion: v1\nkind: List\nitems:\n  - {apiVersion: v1, kind: Secret, metadata: {name: s}, stringData: {k: canary-item}}\n");
-        let text = serde_yaml::to_string(&redact(&d)).unwrap();
+        let text = serde_norway::to_string(&redact(&d)).unwrap();
         assert!(!text.contains("canary-item"), "{text}");
     }
 }

@@ -62,15 +62,15 @@ impl KindCluster {
 
     /// Read the config and check what the backend relies on: a kind `Cluster` whose `serviceSubnet` holds
     /// [`MOCK_AAD_CLUSTER_IP`].
-    pub fn check_config(&self) -> Result<serde_yaml::Value, KindError> {
+    pub fn check_config(&self) -> Result<serde_norway::Value, KindError> {
         let path = self.config_path.display().to_string();
         let err = |message: String| KindError::Config {
             path: path.clone(),
             message,
         };
         let text = std::fs::read_to_string(&self.config_path).map_err(|e| err(e.to_string()))?;
-        let config: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let config: serde_norway::Value =
+            serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
         if config["kind"].as_str() != Some("Cluster")
             || config["apiVersion"].as_str() != Some("kind.x-k8s.io/v1alpha4")
         {

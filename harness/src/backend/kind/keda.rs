@@ -148,7 +148,7 @@ impl KedaHelmRelease {
 
     /// The values as YAML (what `helm --values -` reads).
     pub fn values_yaml(&self) -> Result<String, KindError> {
-        serde_yaml::to_string(&self.values()).map_err(|source| KindError::Yaml {
+        serde_norway::to_string(&self.values()).map_err(|source| KindError::Yaml {
             what: "KEDA Helm values".to_string(),
             source,
         })

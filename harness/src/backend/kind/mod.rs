@@ -77,7 +77,7 @@ pub enum KindError {
     Yaml {
         what: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -261,7 +261,7 @@ pub fn to_yaml_stream(objects: &[serde_json::Value]) -> Result<String, KindError
     for object in objects {
         out.push_str("---\n");
         out.push_str(
-            &serde_yaml::to_string(object).map_err(|source| KindError::Yaml {
+            &serde_norway::to_string(object).map_err(|source| KindError::Yaml {
                 what: format!(
                     "{} {}",
                     object["kind"].as_str().unwrap_or("object"),

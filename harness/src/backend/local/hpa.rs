@@ -61,7 +61,7 @@ pub(super) async fn start(
         .with_context(|| format!("reading {}", ca_file.display()))?;
     let client = control_plane.client();
     for obj in aggregation_objects(&operator.namespace, outside.port(), &ca_pem) {
-        apply(&client, &serde_yaml::to_value(&obj)?).await?;
+        apply(&client, &serde_norway::to_value(&obj)?).await?;
     }
     wait_available(&client, &adapter).await?;
     say("starting kube-controller-manager (HPA controller only)");

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{pinned_kind, Scope};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::keda::KedaRelease;
 use crate::process::{wait_until, Poll};
@@ -55,7 +55,7 @@ pub async fn install_crds(client: &kube::Client, release: &KedaRelease) -> anyho
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
     for crd in &crds {
-        let doc: Value = serde_yaml::from_str(&crd.yaml)
+        let doc: Value = serde_norway::from_str(&crd.yaml)
             .with_context(|| format!("parsing {}", crd.path.display()))?;
         if doc.is_null() {
             continue;
@@ -130,7 +130,7 @@ metadata:
 "#
     );
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).expect("static YAML"))
         .collect()
 }

@@ -60,7 +60,7 @@ pub struct LocalWorld {
     /// (namespace, ScaledObject, its target) when the trigger is on a ScaledObject.
     observer_scale_target: Option<(String, String, crate::scenario::ScaleTarget)>,
     client_id: String,
-    applied: Vec<serde_yaml::Value>,
+    applied: Vec<serde_norway::Value>,
     changes: Vec<ManifestChange>,
     applied_at: Instant,
     work_dir: TrackedDir,
@@ -310,10 +310,10 @@ impl LocalWorld {
                 }
             }
             ApplyMode::ScaledFirst => {
-                let is_scaler = |d: &&serde_yaml::Value| {
+                let is_scaler = |d: &&serde_norway::Value| {
                     d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject"
                 };
-                let is_namespace = |d: &&serde_yaml::Value| d["kind"] == "Namespace";
+                let is_namespace = |d: &&serde_norway::Value| d["kind"] == "Namespace";
                 for doc in applied.iter().filter(is_namespace) {
                     apply(&client, doc).await?;
                 }
@@ -411,7 +411,7 @@ impl LocalWorld {
             .observer
             .events()
             .await
-            .map(|e| serde_yaml::to_string(&e).unwrap_or_default());
+            .map(|e| serde_norway::to_string(&e).unwrap_or_default());
         w(
             "events.yaml",
             events.unwrap_or_else(|e| format!("listing events failed: {e}")),
@@ -419,7 +419,8 @@ impl LocalWorld {
         // As the API returns it: managedFields, the last-applied copy and env values go by the typed rules.
         if self.observer_scale_target.is_none() {
             let sj = self.observer.scaled_job().await.map(|o| {
-                serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
+                serde_norway::to_string(&crate::scenario::redact_object_value(&o))
+                    .unwrap_or_default()
             });
             w(
                 "scaledjob.yaml",
@@ -450,7 +451,7 @@ impl LocalWorld {
         let manifests: Vec<String> = self
             .applied
             .iter()
-            .map(|d| serde_yaml::to_string(&redact(d)).unwrap_or_default())
+            .map(|d| serde_norway::to_string(&redact(d)).unwrap_or_default())
             .collect();
         w("applied-manifests.yaml", manifests.join("---\n"))?;
         if let Some(target) = &self.observer_scale_target {
@@ -462,7 +463,7 @@ impl LocalWorld {
             );
             let hpa = so.hpa().await.map(|h| {
                 h.map(|h| {
-                    serde_yaml::to_string(&crate::scenario::redact_object_value(&h))
+                    serde_norway::to_string(&crate::scenario::redact_object_value(&h))
                         .unwrap_or_default()
                 })
                 .unwrap_or_else(|| "no HPA\n".into())
@@ -472,7 +473,8 @@ impl LocalWorld {
                 hpa.unwrap_or_else(|e| format!("reading the HPA failed: {e}")),
             )?;
             let so_yaml = so.scaled_object().await.map(|o| {
-                serde_yaml::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
+                serde_norway::to_string(&crate::scenario::redact_object_value(&o))
+                    .unwrap_or_default()
             });
             w(
                 "scaledobject.yaml",
