@@ -13,6 +13,7 @@
 //! - `assertions`: a scenario's expectation judged against what KEDA did; `observation`: what KEDA did, without
 //!   an expectation (observe mode).
 //! - `repro`: a customer's manifests as sent turned into a scenario, run per version, a fix hint; `bisect`.
+//! - `progress`: progress of long steps as tracing events (library code never prints; the binary renders them).
 //! - `prereq`: how a tier that needs Go / PostgreSQL / dockerd skips on a bare machine (and fails in CI).
 
 pub mod assertions;
@@ -31,6 +32,7 @@ pub mod observe;
 pub mod postgres;
 pub mod prereq;
 pub mod process;
+pub mod progress;
 pub mod report;
 pub mod repro;
 pub mod scaled_object;

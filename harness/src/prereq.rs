@@ -60,6 +60,8 @@ pub fn is_required(tier: Tier) -> bool {
 /// Returns `true` when the test may go on. Returns `false` (after printing a one-line skip reason) on a bare
 /// machine, and panics when the tier is required.
 pub fn require(tier: Tier, check: impl FnOnce() -> Result<(), String>) -> bool {
+    // A gated test runs slow steps (Go builds, stand-ups): show their progress as the CLI would, in plain lines.
+    crate::progress::show_in_tests();
     match check() {
         Ok(()) => true,
         Err(reason) if is_required(tier) => {

@@ -47,10 +47,10 @@ pub enum BuildError {
     GoFailed { what: String, message: String },
 }
 
-/// Build progress goes straight to the process's stderr: `eprintln!` would be captured by the test harness, and
-/// a silent multi-minute build looks like a hang.
+/// Build progress as a progress event (the binary and the test gates render it: a silent multi-minute build looks
+/// like a hang).
 fn progress(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    crate::progress!("control-plane build", "{line}");
 }
 
 /// Where the control-plane Go module lives in this checkout.
@@ -164,7 +164,7 @@ fn lock_cache(dir: &Path) -> Result<File, BuildError> {
     let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
     if !free {
         progress(&format!(
-            "[control-plane] another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
+            "another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
             lock_path.display()
         ));
         // SAFETY: as above; this one blocks until the other build releases the lock.
@@ -261,7 +261,7 @@ fn go_build(
         tmp.display()
     );
     progress(&format!(
-        "[control-plane] building {what} (Kubernetes {KUBERNETES_VERSION}); a cold build takes minutes — log: {}",
+        "building {what} (Kubernetes {KUBERNETES_VERSION}); a cold build takes minutes — log: {}",
         log_path.display()
     ));
     let start = Instant::now();
@@ -283,7 +283,7 @@ fn go_build(
                 packages += 1;
                 if packages.is_multiple_of(100) {
                     progress(&format!(
-                        "[control-plane] {what}: {packages} packages compiled ({}s), now {line}",
+                        "{what}: {packages} packages compiled ({}s), now {line}",
                         start.elapsed().as_secs()
                     ));
                 }
@@ -300,9 +300,7 @@ fn go_build(
         let _ = std::fs::remove_file(&tmp);
         let keep = diagnostics.len().saturating_sub(60);
         let go_error = diagnostics[keep..].join("\n");
-        progress(&format!(
-            "[control-plane] building {what} failed:\n{go_error}"
-        ));
+        progress(&format!("building {what} failed:\n{go_error}"));
         return Err(BuildError::GoFailed {
             what: what.to_string(),
             message: format!(
@@ -319,7 +317,7 @@ fn go_build(
         source,
     })?;
     progress(&format!(
-        "[control-plane] built {what} in {}s: {}",
+        "built {what} in {}s: {}",
         start.elapsed().as_secs(),
         out.display()
     ));

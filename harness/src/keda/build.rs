@@ -75,14 +75,15 @@ struct Progress {
 
 impl Progress {
     fn say(&self, message: impl AsRef<str>) {
-        tracing::info!(keda = %self.label, "{}", message.as_ref());
         if self.enabled {
-            eprintln!(
-                "[keda {} {:>4}s] {}",
-                self.label,
-                self.started.elapsed().as_secs(),
-                message.as_ref()
+            crate::progress!(
+                format!("keda {} build", self.label),
+                "{} ({} s)",
+                message.as_ref(),
+                self.started.elapsed().as_secs()
             );
+        } else {
+            tracing::info!(keda = %self.label, "{}", message.as_ref());
         }
     }
 }

@@ -89,7 +89,8 @@ impl KindEnvironment {
 impl Drop for KindEnvironment {
     fn drop(&mut self) {
         if self.keep_cluster {
-            eprintln!(
+            crate::progress!(
+                crate::progress::MATRIX,
                 "keeping kind cluster {} (KEDA_HARNESS_KEEP_CLUSTER=1); delete it with `{}`",
                 self.plan.cluster.name(),
                 self.plan.teardown_command()
