@@ -127,8 +127,8 @@ pub fn scaler_error_matches(
     Ok(())
 }
 
-#[cfg(test)]
-fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
+/// What `e` expects, for a person (the rows it plans where the count comes from them).
+pub fn describe_expected(e: &Expectation, scenario: &Scenario) -> String {
     describe_for_rows(e, scenario, scenario.planned_rows())
 }
 

@@ -12,9 +12,8 @@ mod repro_cli;
 enum Cli {
     /// Run one scenario on one KEDA version and judge it.
     Run {
-        /// Where KEDA runs: `local` (processes, no Docker) or `kind` (networked machines with Docker + kind).
-        #[arg(long, default_value = "local")]
-        backend: String,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// KEDA version from the catalog (`keda-harness catalog`).
         #[arg(long)]
         keda: String,
@@ -41,6 +40,8 @@ enum Cli {
         /// Run the cells one after another instead of side by side.
         #[arg(long)]
         sequential: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
         #[command(flatten)]
         source: SourceArgs,
         #[command(flatten)]
@@ -142,6 +143,19 @@ struct SourceArgs {
 }
 
 #[derive(clap::Args)]
+struct BackendArgs {
+    /// Where KEDA runs: `local` (processes on this machine, no Docker), `kind` (a kind cluster: Docker, kind,
+    /// kubectl, helm), `existing` (a kubeconfig context), or `auto` (kind where it works, else local; it says
+    /// which and why). Only `local` runs cells today; `kind` prints its plan with --plan.
+    #[arg(long, value_enum, default_value_t = keda_harness::backend::BackendKind::Local)]
+    backend: keda_harness::backend::BackendKind,
+    /// Print what the backend would do (processes or commands, objects, Helm values) and exit; nothing is
+    /// built, pulled or started.
+    #[arg(long)]
+    plan: bool,
+}
+
+#[derive(clap::Args)]
 struct OutputArgs {
     /// Write verdicts.json, junit.xml, summary.md (and diagnostics bundles) here.
     #[arg(long)]
@@ -152,13 +166,24 @@ struct OutputArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEDA_HARNESS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use keda_harness::progress::{Display, ProgressLayer};
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        // Progress events (long steps, each cell's phase) are rendered for a person; everything else by
+        // KEDA_HARNESS_LOG (default: warnings).
+        let filter = tracing_subscriber::EnvFilter::try_from_env("KEDA_HARNESS_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::registry()
+            .with(ProgressLayer::new(Display::for_stderr()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .init();
+    }
     let cli = Cli::parse();
     // The first Ctrl-C / SIGTERM / SIGHUP asks the run to stop, so that every drop runs; this guard sweeps
     // whatever is still recorded when main returns or unwinds from a panic.
@@ -176,7 +201,7 @@ fn main() -> anyhow::Result<()> {
             source,
             out,
         } => run_matrix(
-            &backend,
+            backend,
             vec![keda],
             vec![scenario],
             false,
@@ -188,9 +213,10 @@ fn main() -> anyhow::Result<()> {
             keda,
             scenario,
             sequential,
+            backend,
             source,
             out,
-        } => run_matrix("local", keda, scenario, !sequential, None, source, out),
+        } => run_matrix(backend, keda, scenario, !sequential, None, source, out),
         Cli::Repro {
             inputs,
             keda,
@@ -337,7 +363,7 @@ fn print_catalog(json: bool, path: Option<&std::path::Path>) -> anyhow::Result<(
 
 /// Run a matrix and exit 0 only when every expectation holds.
 fn run_matrix(
-    backend: &str,
+    backend: BackendArgs,
     versions: Vec<String>,
     scenarios: Vec<String>,
     parallel: bool,
@@ -345,14 +371,37 @@ fn run_matrix(
     source: SourceArgs,
     out: OutputArgs,
 ) -> anyhow::Result<()> {
+    use keda_harness::backend::selection::{select, ThisMachine};
     use keda_harness::matrix::{run_local_scenarios, MatrixPlan};
-    match backend {
-        "local" => {}
-        "kind" => anyhow::bail!(
-            "--backend kind needs Docker, kind and helm with registry access; on this machine use --backend local \
-             (the kind backend's objects are rendered and checked by `cargo test -p keda-harness-tests --test kind_backend`)"
-        ),
-        other => anyhow::bail!("unknown --backend `{other}`: use `local` or `kind`"),
+    let selection = select(backend.backend, &ThisMachine, !backend.plan)?;
+    if backend.backend == keda_harness::backend::BackendKind::Auto {
+        eprintln!(
+            "keda-harness: --backend auto chose {}: {}",
+            selection.backend, selection.reason
+        );
+    }
+    let load = |names: &[String]| {
+        names
+            .iter()
+            .map(|s| {
+                let loaded = keda_harness::scenario::Scenario::load(s)?;
+                match &seed_sql {
+                    Some(sql) => loaded.with_seed_sql(sql),
+                    None => Ok(loaded),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if backend.plan {
+        let mut plan = keda_harness::matrix::plan(
+            selection.backend,
+            &load(&scenarios)?,
+            &versions,
+            source.keda_source,
+        )?;
+        plan.chosen_because = Some(selection.reason);
+        print!("{}", plan.to_text());
+        return Ok(());
     }
     let plan = MatrixPlan {
         scenarios,
@@ -371,18 +420,7 @@ fn run_matrix(
             biased;
             _ = keda_harness::lifecycle::shutdown_requested() => None,
             outcome = async {
-                let scenarios = plan
-                    .scenarios
-                    .iter()
-                    .map(|s| {
-                        let loaded = keda_harness::scenario::Scenario::load(s)?;
-                        match &seed_sql {
-                            Some(sql) => loaded.with_seed_sql(sql),
-                            None => Ok(loaded),
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                run_local_scenarios(&plan, scenarios).await
+                run_local_scenarios(&plan, load(&plan.scenarios)?).await
             } => Some(outcome),
         }
     });
@@ -400,6 +438,15 @@ fn run_matrix(
     println!();
     print!("{}", keda_harness::report::table(&outcome.verdicts));
     println!("wall clock: {:.1} s", outcome.wall_seconds);
+    for v in outcome.verdicts.iter().filter(|v| !v.stand_up.is_empty()) {
+        println!(
+            "{}@{} stand-up {:.1} s: {}",
+            v.scenario,
+            v.keda,
+            v.stand_up.iter().map(|p| p.seconds).sum::<f64>(),
+            keda_harness::backend::summarize_phases(&v.stand_up)
+        );
+    }
     let mut said = std::collections::BTreeSet::new();
     for v in &outcome.verdicts {
         if let Some(origin) = v

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::backend::local::{self, LocalRunOptions};
+use crate::backend::{
+    run_cell, Backend, BackendKind, BackendPlan, Cell, CellSpec, DiagnosticsOptions, LocalBackend,
+};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::images::{BinarySource, ImageOptions};
 use crate::keda::{BuildOptions, KedaRelease, KedaSource};
@@ -124,12 +126,50 @@ pub async fn run_scenarios_local(
     run_entries_local(scenarios, &entries, opts, started).await
 }
 
+/// The cells of `scenarios` × `entries` (each scenario on every version, in that order); an error names a
+/// scenario without an expectation for a version.
+pub fn cell_specs<'a>(
+    scenarios: &'a [Scenario],
+    entries: &'a [CatalogEntry],
+    keda_source: KedaSource,
+) -> anyhow::Result<Vec<CellSpec<'a>>> {
+    let mut out = Vec::new();
+    for s in scenarios {
+        for e in entries {
+            out.push(CellSpec::new(s, e, keda_source)?);
+        }
+    }
+    Ok(out)
+}
+
+/// What `backend` would do for `scenarios` × `versions` (empty: the default set), obtaining and starting
+/// nothing (`--plan`).
+pub fn plan(
+    backend: BackendKind,
+    scenarios: &[Scenario],
+    versions: &[String],
+    keda_source: KedaSource,
+) -> anyhow::Result<BackendPlan> {
+    let catalog = Catalog::load()?;
+    let entries = entries_for(&catalog, versions)?;
+    let specs = cell_specs(scenarios, &entries, keda_source)?;
+    match backend {
+        BackendKind::Kind => crate::backend::kind::cell_plan::plan(&specs),
+        BackendKind::Existing => anyhow::bail!(
+            "--backend existing has no plan yet: it is not built; --backend kind --plan shows the Helm values \
+             an existing cluster would get"
+        ),
+        BackendKind::Local | BackendKind::Auto => LocalBackend::new().plan(&specs),
+    }
+}
+
 async fn run_entries_local(
     scenarios: &[Scenario],
     entries: &[CatalogEntry],
     plan: &CellOptions,
     started: Instant,
 ) -> anyhow::Result<MatrixOutcome> {
+    use crate::progress::MATRIX;
     for s in scenarios {
         for e in entries {
             s.expectation_for(&e.version.to_string())?;
@@ -140,18 +180,12 @@ async fn run_entries_local(
     let image_options = ImageOptions::from_env()?;
     let mut releases = Vec::new();
     for e in entries {
-        eprintln!(
-            "==> KEDA {}: operator ({} source: {})",
+        crate::progress!(
+            MATRIX,
+            "KEDA {}: operator ({} source: {})",
             e.version,
             plan.keda_source,
-            match plan.keda_source {
-                KedaSource::Module => format!("github.com/kedacore/keda/v2@{}", e.tag),
-                KedaSource::Image => e.images.operator.clone(),
-                KedaSource::Auto => format!(
-                    "{} if its registry answers, else github.com/kedacore/keda/v2@{}",
-                    e.images.operator, e.tag
-                ),
-            }
+            crate::keda::describe_source(plan.keda_source, e)
         );
         let release = KedaRelease::obtain(
             e,
@@ -161,81 +195,75 @@ async fn run_entries_local(
         )
         .await
         .with_context(|| format!("obtaining the KEDA {} operator", e.version))?;
-        eprintln!("    {} ({:.1} s)", release.origin, release.build_secs);
-        // A ScaledObject that should scale needs KEDA's metrics adapter of this release and, once,
-        // kube-controller-manager: built here, so the cells start with them cached.
-        let needs_hpa = scenarios.iter().any(|s| {
+        crate::progress!(
+            MATRIX,
+            "KEDA {}: {} ({:.1} s)",
+            e.version,
+            release.origin,
+            release.build_secs
+        );
+        // A ScaledObject that should scale needs KEDA's metrics adapter of this release: built here, so the
+        // cells start with it cached.
+        let needs_adapter = scenarios.iter().any(|s| {
             s.trigger.scale_target.is_some()
                 && s.expectation_for(&e.version.to_string())
                     .is_ok_and(|x| x.outcome.may_scale())
         });
-        if needs_hpa {
+        if needs_adapter {
             let r = release.clone();
             let t = Instant::now();
             tokio::task::spawn_blocking(move || r.build_adapter())
                 .await?
                 .with_context(|| format!("building KEDA {}'s metrics adapter", e.version))?;
-            eprintln!(
-                "    metrics adapter ready ({:.1} s)",
-                t.elapsed().as_secs_f64()
-            );
-            let t = Instant::now();
-            tokio::task::spawn_blocking(crate::control_plane::build::ensure_controller_manager)
-                .await??;
-            eprintln!(
-                "    kube-controller-manager ready ({:.1} s)",
+            crate::progress!(
+                MATRIX,
+                "KEDA {}: metrics adapter ready ({:.1} s)",
+                e.version,
                 t.elapsed().as_secs_f64()
             );
         }
         releases.push(release);
     }
-
-    eprintln!(
-        "==> control plane: kube-apiserver + etcd ({} source; cached under target/)",
-        plan.control_plane_source
-    );
-    let t = Instant::now();
-    let bins = crate::control_plane::image::obtain(plan.control_plane_source, &image_options)
-        .await
-        .context("obtaining kube-apiserver and etcd")?;
-    eprintln!(
-        "    ready ({}, {:.1} s): kube-apiserver {}; etcd {}",
-        bins.kubernetes_version,
-        t.elapsed().as_secs_f64(),
-        bins.kube_apiserver_origin,
-        bins.etcd_origin
-    );
-
-    let opts = LocalRunOptions {
-        report_dir: plan.report_dir.clone(),
-        always_diagnose: plan.always_diagnose,
-        control_plane: Some(bins),
-    };
-    let cells: Vec<(&Scenario, &CatalogEntry, &KedaRelease)> = scenarios
-        .iter()
-        .flat_map(|s| {
-            entries
+    let specs = cell_specs(scenarios, entries, plan.keda_source)?;
+    let cells: Vec<Cell<'_>> = specs
+        .into_iter()
+        .map(|spec| {
+            let release = &releases[entries
                 .iter()
-                .zip(releases.iter())
-                .map(move |(e, r)| (s, e, r))
+                .position(|e| e.version == spec.entry.version)
+                .expect("every spec's entry is one of `entries`")];
+            spec.with_release(release)
         })
         .collect();
-    eprintln!(
-        "==> running {} cell(s) {}",
+    let hpa_scenarios: Vec<&Scenario> = cells
+        .iter()
+        .filter(|c| c.scenario.trigger.scale_target.is_some() && c.expectation.outcome.may_scale())
+        .map(|c| c.scenario)
+        .collect();
+    let backend =
+        LocalBackend::prepare(plan.control_plane_source, &image_options, &hpa_scenarios).await?;
+    let diagnostics = DiagnosticsOptions {
+        report_dir: plan.report_dir.clone(),
+        always: plan.always_diagnose,
+    };
+    crate::progress!(
+        MATRIX,
+        "running {} cell(s) {} on the {} backend",
         cells.len(),
         if plan.parallel {
             "side by side"
         } else {
             "one after another"
-        }
+        },
+        backend.name()
     );
     let mut verdicts = if plan.parallel {
-        futures_util::future::join_all(cells.iter().map(|(s, e, r)| local::run(s, e, r, &opts)))
+        futures_util::future::join_all(cells.iter().map(|c| run_cell(&backend, c, &diagnostics)))
             .await
     } else {
         let mut out = Vec::new();
-        for (s, e, r) in &cells {
-            out.push(local::run(s, e, r, &opts).await);
+        for c in &cells {
+            out.push(run_cell(&backend, c, &diagnostics).await);
         }
         out
     };

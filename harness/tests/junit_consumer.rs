@@ -83,6 +83,7 @@ fn verdicts() -> Vec<Verdict> {
             manifest_changes: vec![],
             diagnostics: None,
             observation: None,
+            stand_up: vec![],
         },
         Verdict {
             scenario: "fic-on-workload-sa".into(),
@@ -117,6 +118,7 @@ fn verdicts() -> Vec<Verdict> {
             manifest_changes: vec![],
             diagnostics: None,
             observation: None,
+            stand_up: vec![],
         },
         Verdict {
             scenario: "seed".into(),
@@ -138,6 +140,7 @@ fn verdicts() -> Vec<Verdict> {
             manifest_changes: vec![],
             diagnostics: None,
             observation: None,
+            stand_up: vec![],
         },
         Verdict::errored(
             "seed",

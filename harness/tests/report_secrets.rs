@@ -249,6 +249,7 @@ fn verdict(scenario: &Scenario, bundle: &Path) -> Verdict {
         diagnostics: Some(bundle.to_path_buf()),
         keda_binary: None,
         observation: None,
+        stand_up: vec![],
     }
 }
 

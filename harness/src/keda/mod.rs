@@ -16,7 +16,7 @@ mod source;
 use std::path::{Path, PathBuf};
 
 pub use build::{workspace_target_dir, BuildOptions};
-pub use source::{operator_image, KedaSource, KEDA_SOURCE_ENV};
+pub use source::{describe_source, operator_image, KedaSource, KEDA_SOURCE_ENV};
 
 use crate::images::{BinaryOrigin, ImageError};
 pub use launch::{free_loopback_port, OperatorLaunch, NO_TOOLS_PATH};

@@ -14,6 +14,18 @@ use crate::images::{self, BinaryOrigin, ImageBinary, ImageOptions};
 /// The operator's source, from `--keda-source` on `run` and `matrix` or [`KEDA_SOURCE_ENV`].
 pub use crate::images::BinarySource as KedaSource;
 
+/// Where `source` takes `entry`'s operator from, for a person (progress lines, `--plan`).
+pub fn describe_source(source: KedaSource, entry: &CatalogEntry) -> String {
+    match source {
+        KedaSource::Module => format!("github.com/kedacore/keda/v2@{}", entry.tag),
+        KedaSource::Image => entry.images.operator.clone(),
+        KedaSource::Auto => format!(
+            "{} if its registry answers, else github.com/kedacore/keda/v2@{}",
+            entry.images.operator, entry.tag
+        ),
+    }
+}
+
 /// Environment variable that sets `--keda-source` (`image`, `module`, `auto`).
 pub const KEDA_SOURCE_ENV: &str = "KEDA_HARNESS_KEDA_SOURCE";
 

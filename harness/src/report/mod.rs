@@ -53,6 +53,9 @@ pub struct Verdict {
     /// What KEDA did, when the cell observed instead of checking an expectation (`keda-harness repro`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observation: Option<crate::observation::Observation>,
+    /// How long each stand-up phase took (control plane, PostgreSQL, mocks, operator, apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stand_up: Vec<crate::backend::PhaseTiming>,
 }
 
 impl Verdict {
@@ -85,6 +88,7 @@ impl Verdict {
             diagnostics: None,
             keda_binary: None,
             observation: None,
+            stand_up: vec![],
         }
     }
 
@@ -500,6 +504,7 @@ mod tests {
                 diagnostics: None,
                 keda_binary: None,
                 observation: None,
+                stand_up: vec![],
             },
             Verdict {
                 scenario: "seed".into(),
@@ -528,6 +533,7 @@ mod tests {
                 diagnostics: Some("/tmp/r/diag".into()),
                 keda_binary: None,
                 observation: None,
+                stand_up: vec![],
             },
         ]
     }

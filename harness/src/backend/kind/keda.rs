@@ -17,20 +17,12 @@ pub const CHART_REPO_NAME: &str = "kedacore";
 pub const CHART_REPO_URL: &str = "https://kedacore.github.io/charts";
 /// The first kedacore/keda chart version with a top-level `hostAliases` value (absent in 2.17.1).
 pub const HOST_ALIASES_MIN_CHART: Version = Version::new(2, 17, 2);
-/// Where the azure-workload-identity webhook mounts the projected token, and the file name it uses.
-pub const TOKEN_DIR: &str = "/var/run/secrets/azure/tokens";
-pub const TOKEN_FILE_NAME: &str = "azure-identity-token";
-/// The audience of the projected token (what Entra's federated credentials expect).
-pub const TOKEN_AUDIENCE: &str = "api://AzureADTokenExchange";
+use crate::backend::webhook::WorkloadIdentityInjection;
+pub use crate::backend::webhook::{TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE_NAME};
 /// Where the run CA is mounted in every KEDA container.
 pub const CA_DIR: &str = "/etc/keda-harness/ca";
 
-/// The identity the operator federates as: a user-assigned identity's client id in a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkloadIdentity {
-    pub client_id: String,
-    pub tenant_id: String,
-}
+pub use crate::backend::webhook::WorkloadIdentity;
 
 /// One `helm upgrade --install` of kedacore/keda.
 #[derive(Debug, Clone)]
@@ -88,22 +80,11 @@ impl KedaHelmRelease {
     pub fn values(&self) -> Value {
         let ca_volume = json!({ "name": "keda-harness-ca", "configMap": { "name": CA_CONFIGMAP } });
         let ca_mount = json!({ "name": "keda-harness-ca", "mountPath": CA_DIR, "readOnly": true });
-        // What the webhook injects on AKS: a projected token for the pod's service account.
-        let token_volume = json!({
-            "name": "azure-identity-token",
-            "projected": {
-                "defaultMode": 420,
-                "sources": [{
-                    "serviceAccountToken": {
-                        "audience": TOKEN_AUDIENCE,
-                        "expirationSeconds": 3600,
-                        "path": TOKEN_FILE_NAME,
-                    }
-                }]
-            }
-        });
-        let token_mount =
-            json!({ "name": "azure-identity-token", "mountPath": TOKEN_DIR, "readOnly": true });
+        // What the webhook injects on AKS: a projected token for the pod's service account, and its variables.
+        let injection = WorkloadIdentityInjection::in_pod(self.identity.clone());
+        let (token_volume, token_mount) = injection.token_volume_json();
+        let mut env = injection.env_json();
+        env.push(json!({ "name": "SSL_CERT_FILE", "value": format!("{CA_DIR}/ca.crt") }));
         let mut values = json!({
             "podIdentity": {
                 "azureWorkload": {
@@ -113,13 +94,7 @@ impl KedaHelmRelease {
                 }
             },
             // The chart adds `env` to every KEDA container; only the operator asks Entra for tokens.
-            "env": [
-                { "name": "AZURE_CLIENT_ID", "value": self.identity.client_id },
-                { "name": "AZURE_TENANT_ID", "value": self.identity.tenant_id },
-                { "name": "AZURE_FEDERATED_TOKEN_FILE", "value": format!("{TOKEN_DIR}/{TOKEN_FILE_NAME}") },
-                { "name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/" },
-                { "name": "SSL_CERT_FILE", "value": format!("{CA_DIR}/ca.crt") },
-            ],
+            "env": env,
             "volumes": {
                 "keda": {
                     "extraVolumes": [token_volume, ca_volume.clone()],

@@ -20,6 +20,7 @@
 //! machine with Docker. PostgreSQL runs as a container on the `kind` Docker network
 //! ([`crate::postgres::container`]), which also works against this project's offline dockerd.
 
+pub mod cell_plan;
 pub mod cluster;
 pub mod environment;
 pub mod keda;

@@ -3,11 +3,13 @@
 //! all processes on loopback, wired so the operator believes it runs on AKS with Workload Identity:
 //!
 //! - `login.microsoftonline.com:443` reaches the Entra mock through the egress proxy (HTTPS_PROXY), with a
-//!   certificate from the run's CA (SSL_CERT_FILE). AZURE_AUTHORITY_HOST is NOT set, so KEDA's real MSAL
-//!   discovery path runs. Every other outside host is refused and logged.
+//!   certificate from the run's CA (SSL_CERT_FILE). AZURE_AUTHORITY_HOST is the public cloud's, as the AKS
+//!   webhook sets it, so KEDA's real MSAL discovery path runs against that host. Every other outside host is
+//!   refused and logged.
 //! - The trigger's PostgreSQL host (`*.postgres.database.azure.com`) resolves, in the operator's private
 //!   /etc/hosts, to a loopback IP of this run where the Entra front listens on the trigger's port.
-//! - AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_FEDERATED_TOKEN_FILE as the AKS webhook injects them; the token
+//! - AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_FEDERATED_TOKEN_FILE / AZURE_AUTHORITY_HOST as the AKS webhook
+//!   injects them ([`crate::backend::WorkloadIdentityInjection`], the value kind renders as Helm values); the token
 //!   file holds a TokenRequest token of `keda/keda-operator` with audience api://AzureADTokenExchange, refreshed
 //!   before it expires. Its issuer has the shape of an AKS OIDC issuer URL
 //!   (`https://eastus.oic.prod-aks.azure.com/TENANT/GUID/`), whose discovery document and JWKS (the apiserver's)
@@ -22,139 +24,226 @@ mod world;
 
 pub use world::{LocalWorld, StandUpOptions};
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
-use crate::assertions::{evaluate, Timing};
-use crate::catalog::CatalogEntry;
-use crate::keda::KedaRelease;
-use crate::report::Verdict;
-use crate::scenario::Scenario;
+use anyhow::Context;
 
-/// Options of one local run.
-#[derive(Debug, Clone, Default)]
-pub struct LocalRunOptions {
-    /// Where a diagnostics bundle goes when an expectation fails (none: a temp dir that is kept).
-    pub report_dir: Option<PathBuf>,
-    /// Write the diagnostics bundle even when every expectation holds.
-    pub always_diagnose: bool,
-    /// kube-apiserver and etcd to run; `None`: the module build.
-    pub control_plane: Option<crate::control_plane::ControlPlaneBinaries>,
+use super::{Backend, BackendPlan, Cell, CellSpec, CellWorld, PhaseTiming, PlanStep};
+use crate::control_plane::ControlPlaneBinaries;
+use crate::images::{BinarySource, ImageOptions};
+use crate::scenario::{ApplyMode, ManifestChange, Scenario};
+
+/// The local backend, prepared once per matrix: the control-plane binaries every cell runs.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    control_plane: Option<ControlPlaneBinaries>,
 }
 
-/// Run `scenario` on `release` and judge it. Never panics: a harness failure is a failed verdict that says why.
-pub async fn run(
-    scenario: &Scenario,
-    entry: &CatalogEntry,
-    release: &KedaRelease,
-    opts: &LocalRunOptions,
-) -> Verdict {
-    let started = Instant::now();
-    let keda = entry.version.to_string();
-    let expectation = match scenario.expectation_for(&keda) {
-        Ok(e) => e.clone(),
-        Err(e) => return Verdict::errored(&scenario.name, &keda, "local", "?", &e.into(), 0.0),
-    };
-    let label = format!("{}@{}", scenario.name, keda);
-    let world = match LocalWorld::stand_up(
-        scenario,
-        release,
-        &StandUpOptions {
-            label: label.clone(),
-            control_plane: opts.control_plane.clone(),
-        },
-    )
-    .await
-    {
-        Ok(w) => w,
-        Err(e) => {
-            let mut v = Verdict::errored(
-                &scenario.name,
-                &keda,
-                "local",
-                "(stand-up failed)",
-                &e,
-                started.elapsed().as_secs_f64(),
+impl LocalBackend {
+    /// A backend that runs the module build of kube-apiserver and etcd (built on first use).
+    pub fn new() -> Self {
+        Self {
+            control_plane: None,
+        }
+    }
+
+    /// Obtain kube-apiserver and etcd from `source`, and — when a ScaledObject of `scenarios` may scale — build
+    /// kube-controller-manager: once per matrix, before any cell starts.
+    pub async fn prepare(
+        source: BinarySource,
+        images: &ImageOptions,
+        scenarios: &[&Scenario],
+    ) -> anyhow::Result<Self> {
+        crate::progress!(
+            crate::progress::MATRIX,
+            "control plane: kube-apiserver + etcd ({source} source; cached under target/)"
+        );
+        let t = Instant::now();
+        let bins = crate::control_plane::image::obtain(source, images)
+            .await
+            .context("obtaining kube-apiserver and etcd")?;
+        crate::progress!(
+            crate::progress::MATRIX,
+            "control plane ready ({}, {:.1} s): kube-apiserver {}; etcd {}",
+            bins.kubernetes_version,
+            t.elapsed().as_secs_f64(),
+            bins.kube_apiserver_origin,
+            bins.etcd_origin
+        );
+        if scenarios.iter().any(|s| s.trigger.scale_target.is_some()) {
+            let t = Instant::now();
+            tokio::task::spawn_blocking(crate::control_plane::build::ensure_controller_manager)
+                .await??;
+            crate::progress!(
+                crate::progress::MATRIX,
+                "kube-controller-manager ready ({:.1} s)",
+                t.elapsed().as_secs_f64()
             );
-            v.manifest_changes = scenario.manifests_to_apply().1;
-            v.keda_binary = Some(release.origin.clone());
-            return v;
         }
-    };
-    eprintln!(
-        "[{label}] observing KEDA (pollingInterval {} s)",
-        scenario.polling_interval_seconds()
-    );
-    let timing = Timing::for_polling_interval(scenario.polling_interval_seconds());
-    let eval = evaluate(
-        &world,
-        scenario,
-        &expectation,
-        entry.pgx_error_style,
-        timing,
-        world.applied_at(),
-    )
-    .await;
-    let passed = eval.passed() && world.operator_alive();
-    let (deciding_error, transient_errors) = eval.explain(passed);
-    let mut checks = eval.checks;
-    let refused = world.refused_destinations();
-    checks.push(crate::report::Check {
-        name: "operator still running".into(),
-        passed: world.operator_alive(),
-        detail: if world.operator_alive() {
-            "yes".into()
-        } else {
-            format!("exited; log tail:\n{}", world.operator_log_tail(2000))
-        },
-    });
-    let mut verdict = Verdict {
-        scenario: scenario.name.clone(),
-        keda,
-        backend: "local".into(),
-        expected: eval.expected,
-        observed: eval.observed,
-        passed,
-        deciding_error,
-        transient_errors,
-        hint: expectation.hint.clone(),
-        seconds: started.elapsed().as_secs_f64(),
-        checks,
-        manifest_changes: world.manifest_changes().to_vec(),
-        diagnostics: None,
-        keda_binary: Some(release.origin.clone()),
-        observation: eval.observation,
-    };
-    if !refused.is_empty() {
-        verdict.checks.push(crate::report::Check {
-            name: "outside destinations refused (information)".into(),
-            passed: true,
-            detail: refused.join(", "),
-        });
+        Ok(Self {
+            control_plane: Some(bins),
+        })
     }
-    if !verdict.passed || opts.always_diagnose {
-        // A directory of this cell alone: `<report-dir>/diagnostics/<cell>[-N]`, or a private kept temp dir.
-        let cell = format!("{}-{}", scenario.name, verdict.keda);
-        match crate::report::claim_bundle_dir(opts.report_dir.as_deref(), &cell) {
-            Ok(dir) => match world.write_diagnostics(&dir).await {
-                Ok(()) => verdict.diagnostics = Some(dir),
-                Err(e) => eprintln!(
-                    "[{label}] writing diagnostics to {} failed: {e:#}",
-                    dir.display()
-                ),
+}
+
+impl Default for LocalBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backend for LocalBackend {
+    type World = LocalWorld;
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn plan(&self, cells: &[CellSpec<'_>]) -> anyhow::Result<BackendPlan> {
+        Ok(plan(cells))
+    }
+
+    async fn stand_up(&self, cell: &Cell<'_>) -> anyhow::Result<LocalWorld> {
+        LocalWorld::stand_up(
+            cell.scenario,
+            cell.release,
+            &StandUpOptions {
+                label: cell.label.clone(),
+                control_plane: self.control_plane.clone(),
             },
-            Err(e) => eprintln!("[{label}] no directory for the diagnostics bundle: {e}"),
-        }
+        )
+        .await
     }
-    eprintln!(
-        "[{label}] {} in {:.1} s; stopping everything it started",
-        match (&verdict.observation, verdict.passed) {
-            (Some(o), _) => o.outcome.as_str(),
-            (None, true) => "PASS",
-            (None, false) => "FAIL",
-        },
-        verdict.seconds
-    );
-    drop(world);
-    verdict
+}
+
+impl CellWorld for LocalWorld {
+    fn applied_at(&self) -> Instant {
+        LocalWorld::applied_at(self)
+    }
+    fn manifest_changes(&self) -> &[ManifestChange] {
+        LocalWorld::manifest_changes(self)
+    }
+    fn operator_alive(&self) -> bool {
+        LocalWorld::operator_alive(self)
+    }
+    fn operator_log_tail(&self, bytes: u64) -> String {
+        LocalWorld::operator_log_tail(self, bytes)
+    }
+    fn refused_destinations(&self) -> Vec<String> {
+        LocalWorld::refused_destinations(self)
+    }
+    fn stand_up_phases(&self) -> &[PhaseTiming] {
+        LocalWorld::stand_up_phases(self)
+    }
+    async fn write_diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
+        LocalWorld::write_diagnostics(self, dir).await
+    }
+}
+
+/// What [`LocalBackend`] does per cell, in order, as data (`--plan`).
+pub fn plan(cells: &[CellSpec<'_>]) -> BackendPlan {
+    let mut plan = BackendPlan::new("local");
+    plan.shared.push(PlanStep::new(
+        "control plane",
+        format!(
+            "kube-apiserver + etcd {} (harness/go/control-plane, cached under target/)",
+            crate::control_plane::KUBERNETES_VERSION
+        ),
+    ));
+    for cell in cells {
+        let s = cell.scenario;
+        let t = &s.trigger;
+        let ident = &s.file.identity;
+        let client_id =
+            crate::azure_postgres::client_id(s).unwrap_or_else(|e| format!("(unresolved: {e})"));
+        let registered = s
+            .file
+            .entra
+            .registered_client_id
+            .clone()
+            .unwrap_or_else(|| client_id.clone());
+        let injection =
+            super::WorkloadIdentityInjection::in_pod(super::webhook::WorkloadIdentity {
+                client_id: registered.clone(),
+                tenant_id: ident.tenant_id.clone(),
+            })
+            .with_token_file("<run dir>/azure-identity-token");
+        let (applied, changes) = s.manifests_to_apply();
+        let steps = vec![
+            PlanStep::new(
+                "control plane",
+                "etcd + kube-apiserver on loopback ports of this run, a private work dir",
+            ),
+            PlanStep::new(
+                "PostgreSQL",
+                format!(
+                    "a server from this machine's binaries; database {}, role {}; seeded by {}",
+                    t.postgres.database,
+                    t.postgres.user,
+                    if s.file.data.seed_sql.is_some() {
+                        "the scenario's seed SQL"
+                    } else {
+                        "the trigger's query (rows from `data:`)"
+                    }
+                ),
+            ),
+            PlanStep::new(
+                "Entra mock",
+                format!(
+                    "login.microsoftonline.com:443 on a loopback IP of this run; tenant {}, registered client {}",
+                    ident.tenant_id, registered
+                ),
+            ),
+            PlanStep::new(
+                "Entra front",
+                format!(
+                    "{}:{} checks the Entra token sent as the password, then relays to PostgreSQL",
+                    t.postgres.host, t.postgres.port
+                ),
+            ),
+            PlanStep::new(
+                "egress",
+                "a sealed network namespace: the operator reaches the apiserver, the mocks and the front only",
+            ),
+            PlanStep::new(
+                "KEDA operator",
+                format!(
+                    "{} source: {}; env {}",
+                    cell.keda_source,
+                    crate::keda::describe_source(cell.keda_source, cell.entry),
+                    injection
+                        .env()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            ),
+            PlanStep::new(
+                "apply",
+                format!(
+                    "{} manifests ({}), {} changes by the harness: {}",
+                    applied.len(),
+                    match s.file.knobs.apply {
+                        ApplyMode::ReferencedFirst => "referenced objects first",
+                        ApplyMode::AllAtOnce => "all at once",
+                        ApplyMode::ScaledFirst => "ScaledJob/ScaledObject first",
+                    },
+                    changes.len(),
+                    changes
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ),
+            PlanStep::new(
+                "judge",
+                crate::assertions::describe_expected(&cell.expectation, s),
+            ),
+        ];
+        plan.cells.push((cell.label.clone(), steps));
+    }
+    plan
 }

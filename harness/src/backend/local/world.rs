@@ -17,6 +17,8 @@ use super::aks_issuer;
 use super::install::{apply, install_crds, keda_namespace_objects};
 use crate::assertions::ScenarioWorld;
 use crate::azure_postgres;
+use crate::backend::webhook::{WorkloadIdentity, WorkloadIdentityInjection};
+use crate::backend::{PhaseClock, PhaseTiming};
 use crate::control_plane::LocalControlPlane;
 use crate::egress::EgressPlan;
 use crate::keda::{KedaRelease, OperatorLaunch};
@@ -65,6 +67,7 @@ pub struct LocalWorld {
     applied_at: Instant,
     work_dir: TrackedDir,
     label: String,
+    phases: Vec<PhaseTiming>,
 }
 
 impl Drop for LocalWorld {
@@ -104,8 +107,8 @@ impl LocalWorld {
         opts: &StandUpOptions,
     ) -> anyhow::Result<Self> {
         let label = opts.label.clone();
-        let say = |m: &str| eprintln!("[{label}] {m}");
-        let t0 = Instant::now();
+        let say = |m: &str| crate::progress!(label, "{m}");
+        let mut clock = PhaseClock::start();
         let trig = &scenario.trigger;
         let ident = &scenario.file.identity;
         let client_id = azure_postgres::client_id(scenario)?;
@@ -127,6 +130,7 @@ impl LocalWorld {
         let ca_file = wd.join("run-ca.pem");
         ca.write_ca_file(&ca_file)?;
 
+        clock.end("run dir + CA");
         say("starting etcd + kube-apiserver");
         let cp_dir = wd.join("control-plane");
         std::fs::create_dir_all(&cp_dir)?;
@@ -144,9 +148,11 @@ impl LocalWorld {
             .context("starting the local control plane")?;
         let client = control_plane.client();
 
+        clock.end("control plane");
         let ip = run_ip(&[443, trig.postgres.port])?;
         say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
         let (postgres, data) = azure_postgres::start_seeded_postgres(scenario).await?;
+        clock.end("PostgreSQL");
         let oidc_host = aks_issuer::start_host(&control_plane, &ca, ip).await?;
 
         let entra_config = entra_config(scenario, &registered_id, &oidc_host, &ca_file)?;
@@ -173,6 +179,7 @@ impl LocalWorld {
         .await
         .context("starting the Entra front")?;
 
+        clock.end("Entra mock + front");
         // The operator runs sealed: a network namespace where it reaches the apiserver, the proxy (to the Entra
         // mock) and the Entra front and nothing else, a resolver that knows only the mapped names, and an
         // environment that is an allow-list (egress module docs).
@@ -190,6 +197,7 @@ impl LocalWorld {
             .await
             .context("starting the egress proxy and the sealed network namespace")?;
 
+        clock.end("egress");
         say("installing KEDA's CRDs and namespace");
         let n = install_crds(&client, release).await?;
         tracing::info!(crds = n, "KEDA CRDs established");
@@ -197,6 +205,7 @@ impl LocalWorld {
             apply(&client, &doc).await?;
         }
 
+        clock.end("KEDA CRDs");
         let token_file = wd.join("azure-identity-token");
         // The audience the AKS webhook projects, whatever the federated credential says (a credential for
         // another audience is the customer's mistake to reproduce: AADSTS700212).
@@ -215,19 +224,24 @@ impl LocalWorld {
             TOKEN_EXCHANGE_AUDIENCE.to_string(),
         );
 
+        clock.end("federated token");
         let mut launch = OperatorLaunch::new(control_plane.kubeconfig_path(), &wd)?;
         // A home of its own (empty): nothing of the user's (~/.kube, ~/.azure, ~/.pgpass) is in reach.
         let home = wd.join("home");
         std::fs::create_dir_all(&home)?;
-        launch.env.extend([
-            ("HOME".to_string(), home.display().to_string()),
-            ("AZURE_CLIENT_ID".to_string(), registered_id.clone()),
-            ("AZURE_TENANT_ID".to_string(), ident.tenant_id.clone()),
-            (
-                "AZURE_FEDERATED_TOKEN_FILE".to_string(),
-                token_file.display().to_string(),
-            ),
-        ]);
+        launch
+            .env
+            .push(("HOME".to_string(), home.display().to_string()));
+        // What the AKS webhook injects (the same value the kind backend renders as Helm values), with the token
+        // file of this run.
+        launch.env.extend(
+            WorkloadIdentityInjection::in_pod(WorkloadIdentity {
+                client_id: registered_id.clone(),
+                tenant_id: ident.tenant_id.clone(),
+            })
+            .with_token_file(token_file.display().to_string())
+            .env(),
+        );
         let command = egress.command(release.operator_command(&launch));
         say(&format!(
             "starting the KEDA {} operator",
@@ -266,6 +280,7 @@ impl LocalWorld {
         .await
         .map_err(|e| anyhow!("{e}\noperator log tail:\n{}", operator.log_tail(3000)))?;
         check_sealed(&operator, &egress)?;
+        clock.end("operator ready");
         // A ScaledObject that should scale: KEDA's metrics adapter and a real HPA controller, so the HPA KEDA
         // creates is served its metric and acts (an expected scaler error creates no HPA: nothing to run then).
         let expects_scaling = scenario
@@ -280,12 +295,15 @@ impl LocalWorld {
             None
         };
 
+        if hpa.is_some() {
+            clock.end("metrics adapter + HPA controller");
+        }
         let (applied, mut changes) = scenario.manifests_to_apply();
         changes.push(aks_issuer::world_change(
             control_plane.server_url(),
             control_plane.issuer_url(),
         ));
-        say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s", applied.len(), changes.len(), t0.elapsed().as_secs_f64()));
+        say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s ({})", applied.len(), changes.len(), clock.total_seconds(), clock.summary()));
         // What KEDA objects reference goes first, and the ScaledJob/ScaledObject last after a moment: the
         // operator resolves a TriggerAuthentication from its informer cache, and one it cannot see yet is
         // treated as no authentication at all (KEDA logs "error getting triggerAuth" and builds the scaler with
@@ -326,6 +344,7 @@ impl LocalWorld {
                 }
             }
         }
+        clock.end("apply manifests");
         let applied_at = Instant::now();
         let entra = Arc::new(entra);
         let outage = scenario.file.entra.outage.map(|o| {
@@ -360,7 +379,13 @@ impl LocalWorld {
             applied_at,
             work_dir,
             label,
+            phases: clock.into_phases(),
         })
+    }
+
+    /// How long each stand-up phase took.
+    pub fn stand_up_phases(&self) -> &[PhaseTiming] {
+        &self.phases
     }
 
     pub fn applied_at(&self) -> Instant {
@@ -558,7 +583,7 @@ impl ScenarioWorld for LocalWorld {
     }
 
     async fn set_rows(&self, rows: u64) -> anyhow::Result<()> {
-        eprintln!("[{}] setting {} rows", self.label, rows);
+        crate::progress!(self.label, "setting {} rows", rows);
         self.data.set_rows(rows).await
     }
 

@@ -1,0 +1,110 @@
+//! `--backend` and `--plan` from the command line: what each backend would do is printed without building,
+//! pulling or starting anything, and a backend that cannot run cells refuses with what to do instead.
+
+use std::process::{Command, Output};
+
+use keda_harness::catalog::Catalog;
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keda-harness"))
+        .args(args)
+        .env(
+            "KEDA_HARNESS_STATE_DIR",
+            tempfile::tempdir().unwrap().path(),
+        )
+        // No kind here, whatever the machine has: `auto` must say why it took local.
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kind_plan_installs_each_versions_catalog_chart_with_the_webhooks_variables() {
+    let catalog = Catalog::load().unwrap();
+    let out = harness(&[
+        "matrix",
+        "--backend",
+        "kind",
+        "--plan",
+        "--keda",
+        "2.14.1,2.21.0",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for v in ["2.14.1", "2.21.0"] {
+        let chart = &catalog.get(v).unwrap().helm_chart;
+        let cell = stdout
+            .split("\ncell ")
+            .find(|c| c.starts_with(&format!("seed@{v}:")))
+            .unwrap_or_else(|| panic!("no cell seed@{v}:\n{stdout}"));
+        assert!(
+            cell.contains(&format!("kedacore/keda --version {chart} ")),
+            "seed@{v} must install chart {chart}:\n{cell}"
+        );
+        // What the azure-workload-identity webhook injects (pkg/webhook/webhook.go).
+        for var in [
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_AUTHORITY_HOST",
+        ] {
+            assert!(cell.contains(&format!("name: {var}")), "{var}:\n{cell}");
+        }
+        assert!(cell.contains("value: /var/run/secrets/azure/tokens/azure-identity-token"));
+        assert!(cell.contains("kind delete cluster"), "{cell}");
+    }
+}
+
+#[test]
+fn local_plan_names_the_operators_source_and_the_same_variables() {
+    let out = harness(&["run", "--keda", "2.15.0", "--plan"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("backend: local\n"), "{stdout}");
+    let operator = stdout
+        .lines()
+        .find(|l| l.contains("KEDA operator:"))
+        .unwrap_or_else(|| panic!("no operator step:\n{stdout}"));
+    assert!(
+        operator.contains("github.com/kedacore/keda/v2@v2.15.0"),
+        "{operator}"
+    );
+    for var in [
+        "AZURE_CLIENT_ID=",
+        "AZURE_TENANT_ID=",
+        "AZURE_FEDERATED_TOKEN_FILE=",
+        "AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/",
+    ] {
+        assert!(operator.contains(var), "{var}: {operator}");
+    }
+}
+
+#[test]
+fn auto_says_why_it_took_local() {
+    let out = harness(&["matrix", "--backend", "auto", "--plan", "--keda", "2.15.0"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("--backend auto chose local: not kind: `docker` is not on PATH"),
+        "{stderr}"
+    );
+    assert!(stdout.starts_with("backend: local\n"), "{stdout}");
+}
+
+#[test]
+fn kind_refuses_to_run_a_cell_and_says_what_to_do() {
+    let out = harness(&["run", "--keda", "2.15.0", "--backend", "kind"]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("--plan") && stderr.contains("--backend local"),
+        "{stderr}"
+    );
+}
