@@ -1,6 +1,7 @@
 //! The `keda-harness` CLI.
 use clap::Parser;
 
+mod env_cli;
 mod repro_cli;
 
 #[derive(Parser)]
@@ -223,7 +224,7 @@ fn main() -> anyhow::Result<()> {
             sequential,
         } => repro_cli::repro_command(inputs, keda, sequential),
         Cli::Bisect { inputs, from, to } => repro_cli::bisect_command(inputs, from, to),
-        Cli::Env { command } => keda_harness::env_up::run(command),
+        Cli::Env { command } => env_cli::run(command),
         Cli::Catalog {
             json,
             catalog,
