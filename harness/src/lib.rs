@@ -4,6 +4,7 @@
 //! - `backend`: where KEDA runs; `backend::kind` renders and drives a kind cluster with KEDA from its Helm chart.
 //! - `catalog`: the KEDA versions the harness can build and run (harness/catalog/keda-versions.yaml).
 //! - `keda`: a KEDA release built from its Go module, its CRDs, and how to run its operator locally.
+//! - `gobuild`: the one `go build` pipeline (lock, recorded child, progress, log, error tail) of every Go build.
 //! - `images`: release binaries out of OCI images (KEDA operator, kube-apiserver, etcd), digest-checked and cached.
 //! - `egress`: how processes the harness starts reach the mocks instead of Azure (CONNECT proxy, private /etc/hosts).
 //! - `scaled_object`: what KEDA decides for a ScaledObject (its HPA, activation, the external metric) and how
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod control_plane;
 pub mod egress;
 pub mod env_up;
+pub mod gobuild;
 pub mod images;
 pub mod keda;
 pub mod lifecycle;

@@ -6,12 +6,11 @@
 //! build prints progress, holds a lock so parallel tests build once, and writes binaries under temporary names
 //! before renaming them into place: a present binary is always a complete one.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::io::AsRawFd;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
+
+use crate::gobuild::{GoBuild, GoBuildError};
 
 /// The Kubernetes version `harness/go/control-plane/go.mod` pins (see the comment at its top for the reason).
 pub const KUBERNETES_VERSION: &str = "v1.35.4";
@@ -50,8 +49,11 @@ pub enum BuildError {
 /// Build progress as a progress event (the binary and the test gates render it: a silent multi-minute build looks
 /// like a hang).
 fn progress(line: &str) {
-    crate::progress!("control-plane build", "{line}");
+    crate::progress!(PROGRESS_SCOPE, "{line}");
 }
+
+/// The progress scope of control-plane builds.
+const PROGRESS_SCOPE: &str = "control-plane build";
 
 /// Where the control-plane Go module lives in this checkout.
 pub fn go_module_dir() -> PathBuf {
@@ -155,24 +157,16 @@ fn ldflags() -> String {
 
 /// One build per version at a time, across test processes; released when the file is dropped.
 fn lock_cache(dir: &Path) -> Result<File, BuildError> {
-    let lock_path = dir.join(".build.lock");
-    let lock = File::create(&lock_path).map_err(|source| BuildError::Io {
-        path: lock_path.clone(),
-        source,
-    })?;
-    // SAFETY: flock on an open descriptor; released when `lock` is closed.
-    let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if !free {
-        progress(&format!(
-            "another process is building Kubernetes {KUBERNETES_VERSION}; waiting for {}",
-            lock_path.display()
-        ));
-        // SAFETY: as above; this one blocks until the other build releases the lock.
-        unsafe {
-            libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
-        }
-    }
-    Ok(lock)
+    let path = dir.join(".build.lock");
+    crate::gobuild::lock_dir(
+        &path,
+        PROGRESS_SCOPE,
+        &format!("Kubernetes {KUBERNETES_VERSION}"),
+    )
+    .map_err(|e| BuildError::Io {
+        path,
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// Build kube-apiserver and etcd unless already cached; blocking (minutes when cold), progress on stderr.
@@ -228,15 +222,6 @@ fn go_build(
 ) -> Result<(), BuildError> {
     let tmp = out.with_extension("partial");
     let log_path = cache.join(format!("build-{what}.log"));
-    let mut log = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&log_path)
-        .map_err(|source| BuildError::Io {
-            path: log_path.clone(),
-            source,
-        })?;
     let mut cmd = Command::new("go");
     cmd.current_dir(module)
         .env("GOTOOLCHAIN", "local")
@@ -252,10 +237,7 @@ fn go_build(
             "-o",
         ])
         .arg(&tmp)
-        .arg(package)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .arg(package);
     let command = format!(
         "GOTOOLCHAIN=local go build -v -trimpath -buildvcs=false -ldflags '{ldflags}' -o {} {package}",
         tmp.display()
@@ -264,61 +246,44 @@ fn go_build(
         "building {what} (Kubernetes {KUBERNETES_VERSION}); a cold build takes minutes — log: {}",
         log_path.display()
     ));
-    let start = Instant::now();
-    // A recorded child: Ctrl-C or the harness dying stops the build too (it writes a `.partial` file).
-    let mut child = crate::process::ManagedChild::spawn_piped(format!("go build ({what})"), cmd)
-        .map_err(|e| BuildError::Io {
-            path: module.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
-    // `go build -v` names each package as it compiles: that is the progress. Anything else is a diagnostic.
-    let mut diagnostics = Vec::new();
-    let mut packages = 0usize;
-    if let Some(stderr) = child.take_stderr() {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(log, "{line}");
-            let is_package_name =
-                !line.contains(' ') && !line.contains(':') && !line.starts_with('#');
-            if is_package_name {
-                packages += 1;
-                if packages.is_multiple_of(100) {
-                    progress(&format!(
-                        "{what}: {packages} packages compiled ({}s), now {line}",
-                        start.elapsed().as_secs()
-                    ));
-                }
-            } else {
-                diagnostics.push(line);
-            }
+    let build = GoBuild {
+        scope: PROGRESS_SCOPE.to_string(),
+        what: what.to_string(),
+        command: cmd,
+        log: log_path.clone(),
+    };
+    let elapsed = match build.run() {
+        Ok(elapsed) => elapsed,
+        Err(GoBuildError::Failed { failure, .. }) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(BuildError::GoFailed {
+                what: what.to_string(),
+                message: format!(
+                    "`{command}` in {dir} exited with {status}.\nGo said:\n{go_error}\nWhat to do: check the Go \
+                     toolchain (`go version`; GOTOOLCHAIN=local uses the installed one), that the Go module proxy \
+                     is reachable for a cold build (`go mod download` in {dir}), and read the full log at {log}.",
+                    status = failure.status,
+                    go_error = failure.tail,
+                    dir = module.display(),
+                    log = log_path.display(),
+                ),
+            });
         }
-    }
-    let status = child.wait().map_err(|source| BuildError::Io {
-        path: module.to_path_buf(),
-        source,
-    })?;
-    if !status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        let keep = diagnostics.len().saturating_sub(60);
-        let go_error = diagnostics[keep..].join("\n");
-        progress(&format!("building {what} failed:\n{go_error}"));
-        return Err(BuildError::GoFailed {
-            what: what.to_string(),
-            message: format!(
-                "`{command}` in {dir} exited with {status}.\nGo said:\n{go_error}\nWhat to do: check the Go \
-                 toolchain (`go version`; GOTOOLCHAIN=local uses the installed one), that the Go module proxy is \
-                 reachable for a cold build (`go mod download` in {dir}), and read the full log at {log}.",
-                dir = module.display(),
-                log = log_path.display(),
-            ),
-        });
-    }
+        Err(GoBuildError::Spawn { .. }) => return Err(BuildError::GoMissing),
+        Err(e) => {
+            return Err(BuildError::Io {
+                path: module.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        }
+    };
     std::fs::rename(&tmp, out).map_err(|source| BuildError::Io {
         path: out.to_path_buf(),
         source,
     })?;
     progress(&format!(
         "built {what} in {}s: {}",
-        start.elapsed().as_secs(),
+        elapsed.as_secs(),
         out.display()
     ));
     Ok(())

@@ -1,13 +1,9 @@
 //! Building the KEDA operator from the KEDA Go module at a catalog tag.
 
-use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -15,6 +11,7 @@ use super::{
     BuildFailure, GoCommandFailure, KedaError, KedaRelease, ADAPTER_PACKAGE, OPERATOR_PACKAGE,
 };
 use crate::catalog::{CatalogEntry, KEDA_MODULE};
+use crate::gobuild::{GoBuild, GoBuildError};
 
 /// Name of the operator binary inside the version's folder.
 const BINARY_NAME: &str = "keda-operator";
@@ -26,10 +23,6 @@ const ADAPTER_BINARY_NAME: &str = "keda-adapter";
 /// The adapter's stamp: the operator's input hash plus the adapter package (a new operator input rebuilds both).
 const ADAPTER_STAMP_NAME: &str = "adapter-build-inputs.sha256";
 const ADAPTER_LOG_NAME: &str = "build-adapter.log";
-/// Lines of go's output kept for the error message of a failed build.
-const ERROR_TAIL_LINES: usize = 40;
-/// How often a waiting build prints where it is.
-const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 /// How [`KedaRelease::build`] runs.
 #[derive(Debug, Clone)]
@@ -74,10 +67,15 @@ struct Progress {
 }
 
 impl Progress {
+    /// The progress scope of this version's builds.
+    fn scope(&self) -> String {
+        format!("keda {} build", self.label)
+    }
+
     fn say(&self, message: impl AsRef<str>) {
         if self.enabled {
             crate::progress!(
-                format!("keda {} build", self.label),
+                self.scope(),
                 "{} ({} s)",
                 message.as_ref(),
                 self.started.elapsed().as_secs()
@@ -438,40 +436,28 @@ pub(crate) fn module_dir_of_download(
 /// Hold an exclusive lock on the version's folder for the whole build, so two processes building the same
 /// version wait for each other instead of writing the same files.
 fn lock_build_dir(dir: &Path, progress: &Progress) -> Result<File, KedaError> {
-    let path = dir.join(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| KedaError::Io {
-            action: "opening the build lock",
-            path: path.clone(),
+    crate::gobuild::lock_dir(&dir.join(".lock"), &progress.scope(), "this version")
+        .map_err(|e| go_build_io(e, dir))
+}
+
+/// A [`GoBuildError`] that is not a failed build, as a [`KedaError`].
+fn go_build_io(e: GoBuildError, dir: &Path) -> KedaError {
+    match e {
+        GoBuildError::Io {
+            action,
+            path,
             source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => return Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            progress.say(format!(
-                "another process is building this version; waiting for {}",
-                path.display()
-            ));
-        }
-        Err(std::fs::TryLockError::Error(source)) => {
-            return Err(KedaError::Io {
-                action: "locking",
-                path,
-                source,
-            })
-        }
+        } => KedaError::Io {
+            action,
+            path,
+            source,
+        },
+        other => KedaError::Io {
+            action: "building in",
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
-    let _span = tracing::info_span!("wait_for_build_lock", lock = %path.display()).entered();
-    file.lock().map_err(|source| KedaError::Io {
-        action: "locking",
-        path,
-        source,
-    })?;
-    Ok(file)
 }
 
 fn write_file(path: &Path, body: &str) -> Result<(), KedaError> {
@@ -482,148 +468,41 @@ fn write_file(path: &Path, body: &str) -> Result<(), KedaError> {
     })
 }
 
-/// Run `go build -v`, counting `go: downloading` lines and compiled packages for the progress lines, keeping
-/// the full output in `log_path` and the last non-progress lines for the error message.
+/// Run `go build -v` through the shared pipeline ([`crate::gobuild`]); a failure carries go's last lines and
+/// what to do for this catalog entry.
 fn run_go_build(
-    mut cmd: Command,
+    cmd: Command,
     log_path: &Path,
     progress: &Progress,
     entry: &CatalogEntry,
     program: &'static str,
 ) -> Result<(), KedaError> {
-    let _span = tracing::info_span!("go_build", version = %entry.version, program).entered();
-    let mut log = File::create(log_path).map_err(|source| KedaError::Io {
-        action: "creating the build log",
-        path: log_path.to_path_buf(),
-        source,
-    })?;
-    let _ = writeln!(log, "$ {cmd:?}");
     let go = PathBuf::from(cmd.get_program());
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // A recorded child: Ctrl-C or the harness dying stops the build too (the output goes to a `.partial` file, so
-    // an interrupted build is never taken for a finished one).
-    let mut child = crate::process::ManagedChild::spawn_piped(
-        format!("go build (KEDA {} {program})", entry.version),
-        cmd,
-    )
-    .map_err(|e| KedaError::GoMissing {
-        go,
-        source: std::io::Error::other(e),
-    })?;
-    let downloads = Arc::new(AtomicUsize::new(0));
-    let packages = Arc::new(AtomicUsize::new(0));
-    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-    let log = Arc::new(Mutex::new(log));
-    let readers: Vec<_> = [
-        child
-            .take_stdout()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .take_stderr()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|stream| {
-        let (downloads, packages, tail, log) = (
-            downloads.clone(),
-            packages.clone(),
-            tail.clone(),
-            log.clone(),
-        );
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(mut log) = log.lock() {
-                    let _ = writeln!(log, "{line}");
-                }
-                if line.starts_with("go: downloading ") {
-                    downloads.fetch_add(1, Ordering::Relaxed);
-                } else if is_package_line(&line) {
-                    packages.fetch_add(1, Ordering::Relaxed);
-                } else if let Ok(mut tail) = tail.lock() {
-                    // Go repeats one module error for every importing file: keep each message once.
-                    let message = error_message(&line);
-                    if tail.iter().any(|kept| error_message(kept) == message) {
-                        continue;
-                    }
-                    tail.push_back(line);
-                    if tail.len() > ERROR_TAIL_LINES {
-                        tail.pop_front();
-                    }
-                }
-            }
-        })
-    })
-    .collect();
-
-    let build_started = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        if child.exit_status().is_some() {
-            break;
-        }
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            progress.say(format!(
-                "go build running {} s: {} modules downloaded, {} packages compiled",
-                build_started.elapsed().as_secs(),
-                downloads.load(Ordering::Relaxed),
-                packages.load(Ordering::Relaxed)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let status = child.wait().map_err(|source| KedaError::Io {
-        action: "waiting for go build of",
-        path: log_path.to_path_buf(),
-        source,
-    })?;
-    for reader in readers {
-        let _ = reader.join();
-    }
-    progress.say(format!(
-        "go build finished in {} s ({status}): {} modules downloaded, {} packages compiled",
-        build_started.elapsed().as_secs(),
-        downloads.load(Ordering::Relaxed),
-        packages.load(Ordering::Relaxed)
-    ));
-    if status.success() {
-        return Ok(());
-    }
-    let tail: Vec<String> = tail
-        .lock()
-        .map(|t| t.iter().cloned().collect())
-        .unwrap_or_default();
-    let tail = tail.join("\n");
-    Err(KedaError::BuildFailed(Box::new(BuildFailure {
-        version: entry.version.to_string(),
-        program,
-        status: status.to_string(),
-        elapsed_secs: build_started.elapsed().as_secs(),
-        hint: hint_for(&tail, entry),
-        tail,
+    let build = GoBuild {
+        scope: progress.scope(),
+        what: format!("KEDA {} {program}", entry.version),
+        command: cmd,
         log: log_path.to_path_buf(),
-    })))
-}
-
-/// A Go error line without its `FILE.go:LINE:COL: ` prefix.
-fn error_message(line: &str) -> &str {
-    match line.find(".go:") {
-        Some(i) => {
-            line[i + 4..].trim_start_matches(|c: char| c.is_ascii_digit() || c == ':' || c == ' ')
+    };
+    match build.run() {
+        Ok(_) => Ok(()),
+        Err(GoBuildError::Failed { failure, .. }) => {
+            Err(KedaError::BuildFailed(Box::new(BuildFailure {
+                version: entry.version.to_string(),
+                program,
+                status: failure.status,
+                elapsed_secs: failure.elapsed_secs,
+                hint: hint_for(&failure.tail, entry),
+                tail: failure.tail,
+                log: failure.log,
+            })))
         }
-        None => line,
+        Err(GoBuildError::Spawn { message, .. }) => Err(KedaError::GoMissing {
+            go,
+            source: std::io::Error::other(message),
+        }),
+        Err(e) => Err(go_build_io(e, log_path.parent().unwrap_or(log_path))),
     }
-}
-
-/// `go build -v` names each package it compiles on a line of its own: an import path, no spaces.
-fn is_package_line(line: &str) -> bool {
-    !line.is_empty()
-        && !line.contains(char::is_whitespace)
-        && !line.starts_with('#')
-        && !line.contains(".go:")
-        && !line.starts_with("go:")
 }
 
 /// What to do about a failed go command, from the text of its error.
@@ -697,7 +576,7 @@ mod tests {
             started: Instant::now(),
         };
         let held = lock_build_dir(dir.path(), &progress).unwrap();
-        let other = OpenOptions::new()
+        let other = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.path().join(".lock"))
             .unwrap();
@@ -707,15 +586,6 @@ mod tests {
         ));
         drop(held);
         other.try_lock().unwrap();
-    }
-
-    #[test]
-    fn repeated_go_errors_from_different_files_are_one_message() {
-        assert_eq!(
-            error_message("/m/a.go:63:2: k8s.io/api@v0.28.999: 403 Forbidden"),
-            error_message("/m/b.go:7:14: k8s.io/api@v0.28.999: 403 Forbidden")
-        );
-        assert_eq!(error_message("plain line"), "plain line");
     }
 
     #[test]
@@ -733,17 +603,5 @@ mod tests {
         );
         let fine = catalog.get("2.20.2").unwrap();
         assert!(!hint_for("403 Forbidden", fine).contains("Known for"));
-    }
-
-    #[test]
-    fn package_lines_are_told_apart_from_errors() {
-        assert!(is_package_line("k8s.io/client-go/informers/extensions"));
-        assert!(is_package_line("github.com/kedacore/keda/v2/cmd/operator"));
-        assert!(!is_package_line("# github.com/foo/bar"));
-        assert!(!is_package_line("vendor/x.go:12:3: undefined: Foo"));
-        assert!(!is_package_line("go: downloading golang.org/x/net v0.24.0"));
-        assert!(!is_package_line(
-            "link: github.com/foo: invalid reference to runtime.x"
-        ));
     }
 }
