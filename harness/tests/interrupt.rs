@@ -24,7 +24,7 @@ const VERSION: &str = "2.14.1";
 /// after each one appears.
 const PHASES: [&str; 5] = [
     "starting etcd + kube-apiserver",
-    "starting PostgreSQL",
+    "starting the Entra mock",
     "installing KEDA's CRDs",
     "starting the KEDA",
     "applying the scenario's",

@@ -616,7 +616,7 @@ async fn wait_ready(
     let result = wait_until(
         &format!("{what} at {url}"),
         timeout,
-        Duration::from_millis(200),
+        Duration::from_millis(50),
         || async {
             if let Some(status) = child.exit_status() {
                 return Poll::Abort(format!("{what} exited ({status})"));

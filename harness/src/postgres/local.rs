@@ -226,7 +226,15 @@ impl LocalPostgres {
             "--no-sync",
         ]);
         as_user(&mut initdb, owner);
-        run_checked(initdb)?;
+        // On a blocking thread: the caller may start other servers on this task meanwhile (the local backend
+        // starts the control plane beside PostgreSQL).
+        tokio::task::spawn_blocking(move || run_checked(initdb))
+            .await
+            .map_err(|e| PostgresError::CommandFailed {
+                command: "initdb".into(),
+                status: "not finished".into(),
+                output: format!("the initdb task did not finish: {e}"),
+            })??;
 
         // Any client address: the server only listens on `listen_ip`, and a client of 127.0.0.23 connects from
         // 127.0.0.1, so matching the listen IP would lock clients out.

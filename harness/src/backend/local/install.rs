@@ -70,36 +70,43 @@ pub async fn install_crds(client: &kube::Client, release: &KedaRelease) -> anyho
                 .to_string(),
         );
     }
-    for name in &names {
-        wait_until(
-            &format!("CRD {name} established"),
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    match api.get(&name).await {
-                        Ok(crd) => {
-                            let established = crd
-                                .status
-                                .and_then(|s| s.conditions)
-                                .unwrap_or_default()
-                                .iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True");
-                            if established {
-                                Poll::Ready(())
-                            } else {
-                                Poll::NotYet("not established yet".into())
+    // Established side by side: the apiserver works on all of them at once.
+    let waits = names.iter().map(|name| {
+        let api = api.clone();
+        async move {
+            wait_until(
+                &format!("CRD {name} established"),
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    async move {
+                        match api.get(&name).await {
+                            Ok(crd) => {
+                                let established = crd
+                                    .status
+                                    .and_then(|s| s.conditions)
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .any(|c| c.type_ == "Established" && c.status == "True");
+                                if established {
+                                    Poll::Ready(())
+                                } else {
+                                    Poll::NotYet("not established yet".into())
+                                }
                             }
+                            Err(e) => Poll::NotYet(e.to_string()),
                         }
-                        Err(e) => Poll::NotYet(e.to_string()),
                     }
-                }
-            },
-        )
-        .await
-        .map_err(|e| anyhow!(e))?;
+                },
+            )
+            .await
+            .map_err(|e| anyhow!(e))
+        }
+    });
+    for result in futures_util::future::join_all(waits).await {
+        result?;
     }
     Ok(names.len())
 }

@@ -131,7 +131,8 @@ impl LocalWorld {
         ca.write_ca_file(&ca_file)?;
 
         clock.end("run dir + CA");
-        say("starting etcd + kube-apiserver");
+        let ip = run_ip(&[443, trig.postgres.port])?;
+        say("starting etcd + kube-apiserver, and PostgreSQL beside them");
         let cp_dir = wd.join("control-plane");
         std::fs::create_dir_all(&cp_dir)?;
         let mut control_plane = LocalControlPlane::builder();
@@ -142,17 +143,22 @@ impl LocalWorld {
             .with_ca(ca.clone())
             .with_work_dir(&cp_dir)
             .with_api_audience(TOKEN_EXCHANGE_AUDIENCE)
-            .with_service_account_issuer(&issuer)
-            .start()
-            .await
-            .context("starting the local control plane")?;
+            .with_service_account_issuer(&issuer);
+        // Neither needs the other: started together (a failure of one drops the other, which stops it).
+        let (control_plane, seeded) = tokio::join!(
+            async {
+                control_plane
+                    .start()
+                    .await
+                    .context("starting the local control plane")
+            },
+            azure_postgres::start_seeded_postgres(scenario)
+        );
+        let control_plane = control_plane?;
+        let (postgres, data) = seeded?;
         let client = control_plane.client();
-
-        clock.end("control plane");
-        let ip = run_ip(&[443, trig.postgres.port])?;
-        say(&format!("starting PostgreSQL, the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
-        let (postgres, data) = azure_postgres::start_seeded_postgres(scenario).await?;
-        clock.end("PostgreSQL");
+        clock.end("control plane + PostgreSQL");
+        say(&format!("starting the Entra mock ({LOGIN_HOST} -> {ip}:443) and the Entra front ({} -> {ip}:{})", trig.postgres.host, trig.postgres.port));
         let oidc_host = aks_issuer::start_host(&control_plane, &ca, ip).await?;
 
         let entra_config = entra_config(scenario, &registered_id, &oidc_host, &ca_file)?;
@@ -260,7 +266,7 @@ impl LocalWorld {
         wait_until(
             "the KEDA operator's /readyz",
             Duration::from_secs(90),
-            Duration::from_millis(250),
+            Duration::from_millis(100),
             || {
                 let http = http.clone();
                 let readyz = readyz.clone();
