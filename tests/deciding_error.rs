@@ -57,7 +57,7 @@ async fn a_federated_credential_on_the_workload_sa_is_decided_by_aadsts700213_on
     let report_dir = tempfile::tempdir().unwrap();
     let plan = MatrixPlan {
         scenarios: vec![scenario_dir.path().to_str().unwrap().to_string()],
-        versions: vec!["2.21.0".into()],
+        versions: vec!["2.21.0".parse().unwrap()],
         parallel: false,
         report_dir: Some(report_dir.path().to_path_buf()),
         always_diagnose: false,

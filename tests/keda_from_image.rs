@@ -457,7 +457,7 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
     std::env::set_var(IMAGE_CACHE_ENV, cache.path());
     let plan = |control_plane_source| MatrixPlan {
         scenarios: vec!["seed".into()],
-        versions: vec![VERSION.into()],
+        versions: vec![VERSION.parse().unwrap()],
         parallel: false,
         report_dir: None,
         always_diagnose: false,

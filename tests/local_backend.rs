@@ -28,7 +28,10 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
     let report_dir = tempfile::tempdir().unwrap();
     let plan = MatrixPlan {
         scenarios: vec!["seed".into()],
-        versions: vec!["2.14.1".into(), "2.15.0".into(), "2.20.2".into()],
+        versions: ["2.14.1", "2.15.0", "2.20.2"]
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect(),
         parallel: true,
         report_dir: Some(report_dir.path().to_path_buf()),
         always_diagnose: false,
@@ -98,7 +101,7 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
 async fn unknown_keda_version_is_refused_before_anything_starts() {
     let plan = MatrixPlan {
         scenarios: vec!["seed".into()],
-        versions: vec!["2.99.0".into()],
+        versions: vec!["2.99.0".parse().unwrap()],
         parallel: false,
         report_dir: None,
         always_diagnose: false,

@@ -19,7 +19,7 @@ async fn the_customers_where_query_and_a_seed_sql_join_scale_on_2_15_0() {
             format!("{fixtures}/customer-orders"),
             format!("{fixtures}/customer-orders-sql"),
         ],
-        versions: vec!["2.15.0".into()],
+        versions: vec!["2.15.0".parse().unwrap()],
         parallel: true,
         report_dir: None,
         always_diagnose: false,

@@ -18,7 +18,7 @@ async fn scaledobject_scenario(#[case] keda: &str, #[case] observed: &str) {
     }
     let plan = MatrixPlan {
         scenarios: vec!["scaledobject".into()],
-        versions: vec![keda.into()],
+        versions: vec![keda.parse().expect("a KEDA version")],
         parallel: false,
         report_dir: None,
         always_diagnose: false,

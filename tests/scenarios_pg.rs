@@ -72,7 +72,7 @@ async fn scenario_on_keda(#[case] scenario: &str, #[case] keda: &str) {
     let secret = Scenario::load(scenario).unwrap().trigger_password();
     let plan = MatrixPlan {
         scenarios: vec![scenario.into()],
-        versions: vec![keda.into()],
+        versions: vec![keda.parse().expect("a KEDA version")],
         parallel: false,
         report_dir: Some(report_dir.path().to_path_buf()),
         always_diagnose: secret.is_some(),

@@ -492,7 +492,12 @@ impl Catalog {
 
     /// The entry for `version` (`2.15.0` or `v2.15.0`); the error lists the known versions and how to add one.
     pub fn get(&self, version: &str) -> Result<&CatalogEntry, CatalogError> {
-        let wanted: KedaVersion = version.parse()?;
+        self.entry(&version.parse()?)
+    }
+
+    /// The entry for `wanted`; the error lists the known versions and how to add one.
+    pub fn entry(&self, wanted: &KedaVersion) -> Result<&CatalogEntry, CatalogError> {
+        let wanted = *wanted;
         self.versions
             .iter()
             .find(|e| e.version == wanted)

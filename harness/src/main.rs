@@ -17,7 +17,7 @@ enum Cli {
         backend: BackendArgs,
         /// KEDA version from the catalog (`keda-harness catalog`).
         #[arg(long)]
-        keda: String,
+        keda: keda_harness::catalog::KedaVersion,
         /// Scenario name (a folder under scenarios/) or a path to a folder holding scenario.yaml.
         #[arg(long, default_value = "seed")]
         scenario: String,
@@ -34,7 +34,7 @@ enum Cli {
     Matrix {
         /// Comma-separated KEDA versions.
         #[arg(long, value_delimiter = ',')]
-        keda: Vec<String>,
+        keda: Vec<keda_harness::catalog::KedaVersion>,
         /// Comma-separated scenario names or paths.
         #[arg(long, value_delimiter = ',', default_value = "seed")]
         scenario: Vec<String>,
@@ -365,7 +365,7 @@ fn print_catalog(json: bool, path: Option<&std::path::Path>) -> anyhow::Result<(
 /// Run a matrix and exit 0 only when every expectation holds.
 fn run_matrix(
     backend: BackendArgs,
-    versions: Vec<String>,
+    versions: Vec<keda_harness::catalog::KedaVersion>,
     scenarios: Vec<String>,
     parallel: bool,
     seed_sql: Option<std::path::PathBuf>,

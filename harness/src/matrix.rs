@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::backend::{
     run_cell, Backend, BackendKind, BackendPlan, Cell, CellSpec, DiagnosticsOptions, LocalBackend,
 };
-use crate::catalog::{Catalog, CatalogEntry};
+use crate::catalog::{Catalog, CatalogEntry, KedaVersion};
 use crate::images::{BinarySource, ImageOptions};
 use crate::keda::{BuildOptions, KedaRelease, KedaSource};
 use crate::report::{self, Scrubber, Verdict};
@@ -21,7 +21,7 @@ pub struct MatrixPlan {
     /// Scenario names (folders under scenarios/) or paths.
     pub scenarios: Vec<String>,
     /// KEDA versions; empty = the default set (2.14.1, 2.15.0 and the newest catalog version).
-    pub versions: Vec<String>,
+    pub versions: Vec<KedaVersion>,
     /// Run every cell at once (each has its own control plane) instead of one after another.
     pub parallel: bool,
     pub report_dir: Option<PathBuf>,
@@ -34,11 +34,11 @@ pub struct MatrixPlan {
 }
 
 /// Versions of the default matrix: the regression, the fix, and the newest release in the catalog.
-pub fn default_versions(catalog: &Catalog) -> Vec<String> {
+pub fn default_versions(catalog: &Catalog) -> Vec<KedaVersion> {
     let mut v = vec![
-        "2.14.1".to_string(),
-        "2.15.0".to_string(),
-        catalog.newest().version.to_string(),
+        KedaVersion::new(2, 14, 1),
+        KedaVersion::new(2, 15, 0),
+        catalog.newest().version,
     ];
     v.dedup();
     v
@@ -71,7 +71,7 @@ pub struct CellOptions {
 }
 
 /// The catalog entries of `versions` (empty: the default set), or an error naming the unknown one.
-fn entries_for(catalog: &Catalog, versions: &[String]) -> anyhow::Result<Vec<CatalogEntry>> {
+fn entries_for(catalog: &Catalog, versions: &[KedaVersion]) -> anyhow::Result<Vec<CatalogEntry>> {
     let versions = if versions.is_empty() {
         default_versions(catalog)
     } else {
@@ -79,7 +79,7 @@ fn entries_for(catalog: &Catalog, versions: &[String]) -> anyhow::Result<Vec<Cat
     };
     Ok(versions
         .iter()
-        .map(|v| catalog.get(v).cloned())
+        .map(|v| catalog.entry(v).cloned())
         .collect::<Result<_, _>>()?)
 }
 
@@ -117,7 +117,7 @@ pub async fn run_local_scenarios(
 /// manifests) × `versions` (empty: the default set; the catalog is [`Catalog::load`]'s) on the local backend.
 pub async fn run_scenarios_local(
     scenarios: &[Scenario],
-    versions: &[String],
+    versions: &[KedaVersion],
     opts: &CellOptions,
 ) -> anyhow::Result<MatrixOutcome> {
     let started = Instant::now();
@@ -147,7 +147,7 @@ pub fn cell_specs<'a>(
 pub fn plan(
     backend: BackendKind,
     scenarios: &[Scenario],
-    versions: &[String],
+    versions: &[KedaVersion],
     keda_source: KedaSource,
 ) -> anyhow::Result<BackendPlan> {
     let catalog = Catalog::load()?;

@@ -80,16 +80,16 @@ fn prepare(inputs: &ReproInputs) -> Repro {
 }
 
 /// `--keda`: `all` is every catalog version; versions are checked against the catalog before anything runs.
-fn versions(keda: &[String], catalog: &Catalog) -> Vec<String> {
+fn versions(keda: &[String], catalog: &Catalog) -> Vec<KedaVersion> {
     if keda.iter().any(|k| k == "all") {
-        return catalog.known_versions();
+        return catalog.versions.iter().map(|e| e.version).collect();
     }
-    for v in keda {
-        if let Err(e) = catalog.get(v) {
-            refuse(e);
-        }
-    }
-    keda.to_vec()
+    keda.iter()
+        .map(|v| match catalog.get(v) {
+            Ok(e) => e.version,
+            Err(e) => refuse(e),
+        })
+        .collect()
 }
 
 /// Run `future` until it ends or a signal asks to stop (then exit 130 after everything is removed).

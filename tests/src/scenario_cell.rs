@@ -24,7 +24,7 @@ pub async fn run_cell(scenario: &str, keda: &str) -> Option<CellRun> {
     let started = Instant::now();
     let plan = MatrixPlan {
         scenarios: vec![scenario.to_string()],
-        versions: vec![keda.to_string()],
+        versions: vec![keda.parse().expect("a KEDA version")],
         parallel: false,
         report_dir: None,
         always_diagnose: false,

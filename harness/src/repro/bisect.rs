@@ -184,11 +184,10 @@ pub struct LocalCellRunner<'a> {
 
 impl CellRunner for LocalCellRunner<'_> {
     async fn run(&mut self, versions: &[KedaVersion]) -> Vec<ReproCell> {
-        let names: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
-        match super::run(self.repro, &names, &self.opts).await {
+        match super::run(self.repro, versions, &self.opts).await {
             Ok(out) => out.versions,
-            Err(e) if names.len() == 1 => vec![ReproCell::harness_error(
-                &names[0],
+            Err(e) if versions.len() == 1 => vec![ReproCell::harness_error(
+                &versions[0].to_string(),
                 self.repro
                     .scrubber
                     .scrub_str(&format!("{e:#}"))
@@ -196,11 +195,11 @@ impl CellRunner for LocalCellRunner<'_> {
             )],
             Err(_) => {
                 let mut cells = Vec::new();
-                for v in &names {
+                for v in versions {
                     match super::run(self.repro, std::slice::from_ref(v), &self.opts).await {
                         Ok(out) => cells.extend(out.versions),
                         Err(e) => cells.push(ReproCell::harness_error(
-                            v,
+                            &v.to_string(),
                             self.repro
                                 .scrubber
                                 .scrub_str(&format!("{e:#}"))

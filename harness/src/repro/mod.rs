@@ -552,7 +552,7 @@ pub fn hint_for(repro: &Repro, cells: &[ReproCell]) -> Option<hint::Hint> {
 /// one after another.
 pub async fn run(
     repro: &Repro,
-    versions: &[String],
+    versions: &[KedaVersion],
     opts: &CellOptions,
 ) -> anyhow::Result<ReproOutcome> {
     let outcome =
