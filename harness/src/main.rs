@@ -144,16 +144,16 @@ struct SourceArgs {
 }
 
 #[derive(clap::Args)]
-struct BackendArgs {
+pub(crate) struct BackendArgs {
     /// Where KEDA runs: `local` (processes on this machine, no Docker), `kind` (a kind cluster: Docker, kind,
     /// kubectl, helm), `existing` (a kubeconfig context), or `auto` (kind where it works, else local; it says
     /// which and why). Only `local` runs cells today; `kind` prints its plan with --plan.
     #[arg(long, value_enum, default_value_t = keda_harness::backend::BackendKind::Local)]
-    backend: keda_harness::backend::BackendKind,
+    pub(crate) backend: keda_harness::backend::BackendKind,
     /// Print what the backend would do (processes or commands, objects, Helm values) and exit; nothing is
     /// built, pulled or started.
     #[arg(long)]
-    plan: bool,
+    pub(crate) plan: bool,
 }
 
 #[derive(clap::Args)]
@@ -394,14 +394,17 @@ fn run_matrix(
             .collect::<Result<Vec<_>, _>>()
     };
     if backend.plan {
+        let scenarios = load(&scenarios)?;
         let mut plan = keda_harness::matrix::plan(
             selection.backend,
-            &load(&scenarios)?,
+            &scenarios,
             &versions,
             source.keda_source,
         )?;
         plan.chosen_because = Some(selection.reason);
-        print!("{}", plan.to_text());
+        // The plan quotes the manifests' changes: nothing of their Secrets may show.
+        let scrubber = keda_harness::matrix::scrubber_for(&scenarios);
+        print!("{}", scrubber.scrub_str(&plan.to_text()));
         return Ok(());
     }
     let plan = MatrixPlan {

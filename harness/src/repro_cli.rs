@@ -38,9 +38,8 @@ pub struct ReproInputs {
     /// the query's value after it is the row count.
     #[arg(long, value_name = "FILE")]
     pub seed_sql: Option<PathBuf>,
-    /// Where KEDA runs: only `local` is available for repro so far.
-    #[arg(long, default_value = "local")]
-    pub backend: String,
+    #[command(flatten)]
+    pub backend: crate::BackendArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -50,15 +49,31 @@ pub struct ReproInputs {
     pub report_dir: Option<PathBuf>,
 }
 
-fn check_backend(backend: &str) -> anyhow::Result<()> {
-    match backend {
-        "local" => Ok(()),
-        "kind" => anyhow::bail!(
-            "--backend kind is not available for repro yet (it needs Docker, kind and helm with registry access, and \
-             repro drives the local backend only); use --backend local"
-        ),
-        other => anyhow::bail!("unknown --backend `{other}`: repro runs on `local` only for now"),
+/// Choose the backend (refusing one that cannot run cells); with `--plan`, print the plan of `versions`
+/// (secrets scrubbed) and return true: nothing runs.
+fn plan_only(inputs: &ReproInputs, repro: &Repro, versions: &[KedaVersion]) -> bool {
+    use keda_harness::backend::selection::{select, ThisMachine};
+    let args = &inputs.backend;
+    let selection = select(args.backend, &ThisMachine, !args.plan).unwrap_or_else(|e| refuse(e));
+    if args.backend == keda_harness::backend::BackendKind::Auto {
+        eprintln!(
+            "keda-harness: --backend auto chose {}: {}",
+            selection.backend, selection.reason
+        );
     }
+    if !args.plan {
+        return false;
+    }
+    let mut plan = keda_harness::matrix::plan(
+        selection.backend,
+        std::slice::from_ref(&repro.scenario),
+        versions,
+        keda_harness::keda::KedaSource::Module,
+    )
+    .unwrap_or_else(|e| refuse(format!("{e:#}")));
+    plan.chosen_because = Some(selection.reason);
+    print!("{}", repro.scrubber.scrub_str(&plan.to_text()));
+    true
 }
 
 /// Exit 1 with the refusal: nothing ran.
@@ -68,9 +83,6 @@ fn refuse(e: impl std::fmt::Display) -> ! {
 }
 
 fn prepare(inputs: &ReproInputs) -> Repro {
-    if let Err(e) = check_backend(&inputs.backend) {
-        refuse(format!("{e:#}"));
-    }
     let opts = ReproOptions {
         rows: inputs.rows,
         fic_subject: inputs.fic_subject.clone(),
@@ -124,6 +136,9 @@ pub fn repro_command(
     let catalog = Catalog::load().unwrap_or_else(|e| refuse(e));
     let versions = versions(&keda, &catalog);
     let repro = prepare(&inputs);
+    if plan_only(&inputs, &repro, &versions) {
+        return Ok(());
+    }
     let opts = CellOptions {
         parallel: !sequential,
         report_dir: inputs.report_dir.clone(),
@@ -177,6 +192,17 @@ pub fn bisect_command(
         .filter(|v| lo.is_none_or(|lo| *v >= lo) && hi.is_none_or(|hi| *v <= hi))
         .collect();
     let repro = prepare(&inputs);
+    // The plan of the range's ends: the cells bisect runs first.
+    let ends: Vec<KedaVersion> = [range.first(), range.last()]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if plan_only(&inputs, &repro, &ends) {
+        return Ok(());
+    }
     let mut runner = bisect::LocalCellRunner {
         repro: &repro,
         opts: CellOptions {

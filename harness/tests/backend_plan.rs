@@ -108,3 +108,41 @@ fn kind_refuses_to_run_a_cell_and_says_what_to_do() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_repro_plan_shows_the_customers_cell_and_none_of_their_secrets() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repro");
+    let files: Vec<String> = ["orders-auth-list.yaml", "orders-scaledjob.yaml"]
+        .iter()
+        .map(|f| fixtures.join(f).display().to_string())
+        .collect();
+    // The Secret's value in the fixture (its last-applied annotation carries it in clear).
+    let secret = "canary-orders-api-token-7f3e";
+    let fixture = std::fs::read_to_string(fixtures.join("orders-auth-list.yaml")).unwrap();
+    assert!(
+        fixture.contains(secret),
+        "the fixture changed: pick its Secret value again"
+    );
+    for backend in ["local", "kind"] {
+        let mut args = vec!["repro"];
+        args.extend(files.iter().map(String::as_str));
+        args.extend(["--keda", "2.14.1,2.15.0", "--backend", backend, "--plan"]);
+        let out = harness(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{backend}: {stdout}\n{stderr}");
+        assert!(
+            stdout.starts_with(&format!("backend: {backend}\n")),
+            "{stdout}"
+        );
+        for v in ["2.14.1", "2.15.0"] {
+            assert!(
+                stdout.contains(&format!("@{v}:\n")),
+                "{backend} {v}:\n{stdout}"
+            );
+        }
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{backend} leaked:\n{stdout}"
+        );
+    }
+}
