@@ -167,24 +167,7 @@ struct OutputArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    {
-        use keda_harness::progress::{Display, ProgressLayer};
-        use tracing_subscriber::layer::SubscriberExt;
-        use tracing_subscriber::util::SubscriberInitExt;
-        use tracing_subscriber::Layer;
-        // Progress events (long steps, each cell's phase) are rendered for a person; everything else by
-        // KEDA_HARNESS_LOG (default: warnings).
-        let filter = tracing_subscriber::EnvFilter::try_from_env("KEDA_HARNESS_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        tracing_subscriber::registry()
-            .with(ProgressLayer::new(Display::for_stderr()))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter),
-            )
-            .init();
-    }
+    install_progress();
     let cli = Cli::parse();
     // The first Ctrl-C / SIGTERM / SIGHUP asks the run to stop, so that every drop runs; this guard sweeps
     // whatever is still recorded when main returns or unwinds from a panic.
@@ -240,6 +223,38 @@ fn main() -> anyhow::Result<()> {
             command: Some(CatalogCommand::Check),
             ..
         } => check_catalog(catalog.as_deref()),
+    }
+}
+
+/// Ends the progress display's live lines (before results are printed); set once by [`install_progress`].
+static PROGRESS: std::sync::OnceLock<keda_harness::progress::ProgressHandle> =
+    std::sync::OnceLock::new();
+
+/// Progress events (long steps, each cell's phase) are rendered for a person; everything else by
+/// KEDA_HARNESS_LOG (default: warnings).
+fn install_progress() {
+    use keda_harness::progress::{Display, ProgressLayer};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEDA_HARNESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let layer = ProgressLayer::new(Display::for_stderr());
+    let _ = PROGRESS.set(layer.handle());
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .init();
+}
+
+/// Stop the live progress lines so that what follows is printed below them.
+pub(crate) fn end_progress() {
+    if let Some(p) = PROGRESS.get() {
+        p.finish();
     }
 }
 
@@ -428,6 +443,7 @@ fn run_matrix(
             } => Some(outcome),
         }
     });
+    end_progress();
     // A run that ended because shutdown refused it something (a spawn) is an interrupted run, not a verdict.
     let outcome = outcome.filter(|_| !keda_harness::lifecycle::is_shutting_down());
     let Some(outcome) = outcome else {

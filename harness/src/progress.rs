@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
@@ -115,7 +115,25 @@ impl Visit for StepVisitor {
 pub struct ProgressLayer {
     display: Display,
     started: Instant,
-    state: Mutex<Scopes>,
+    state: Arc<Mutex<Scopes>>,
+}
+
+/// Ends the layer's live lines before the binary prints its results (a line still spinning would be redrawn
+/// over them).
+#[derive(Clone)]
+pub struct ProgressHandle(Arc<Mutex<Scopes>>);
+
+impl ProgressHandle {
+    /// Stop every line that has not ended, leaving its last message.
+    pub fn finish(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            for (_, bar) in s.bars.drain() {
+                bar.abandon();
+            }
+            // Dropped, not cleared: the finished lines (each cell's verdict) stay on the screen.
+            s.multi = None;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -130,8 +148,13 @@ impl ProgressLayer {
         Self {
             display,
             started: Instant::now(),
-            state: Mutex::new(Scopes::default()),
+            state: Arc::new(Mutex::new(Scopes::default())),
         }
+    }
+
+    /// A handle that ends the live lines ([`ProgressHandle::finish`]).
+    pub fn handle(&self) -> ProgressHandle {
+        ProgressHandle(self.state.clone())
     }
 
     /// The plain line of `step` (what [`Display::Plain`] writes), `elapsed` since its scope's first step.
@@ -228,7 +251,6 @@ pub fn show_in_tests() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 
     /// Collects the steps the layer would render.

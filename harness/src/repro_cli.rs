@@ -114,6 +114,7 @@ fn run_interruptible<T>(future: impl std::future::Future<Output = T>) -> T {
             out = future => Some(out),
         }
     });
+    crate::end_progress();
     match out.filter(|_| !keda_harness::lifecycle::is_shutting_down()) {
         Some(out) => out,
         None => {

@@ -281,11 +281,12 @@ fn go_build(
         path: out.to_path_buf(),
         source,
     })?;
-    progress(&format!(
+    crate::progress!(
+        done: PROGRESS_SCOPE,
         "built {what} in {}s: {}",
         elapsed.as_secs(),
         out.display()
-    ));
+    );
     Ok(())
 }
 

@@ -72,6 +72,15 @@ impl Progress {
         format!("keda {} build", self.label)
     }
 
+    /// The last line of this build (its live line ends).
+    fn done(&self, message: impl AsRef<str>) {
+        if self.enabled {
+            crate::progress!(done: self.scope(), "{}", message.as_ref());
+        } else {
+            tracing::info!(keda = %self.label, "{}", message.as_ref());
+        }
+    }
+
     fn say(&self, message: impl AsRef<str>) {
         if self.enabled {
             crate::progress!(
@@ -138,7 +147,7 @@ impl KedaRelease {
         let cached = std::fs::read_to_string(&stamp).ok();
         if !opts.force && binary.is_file() && cached.as_deref().map(str::trim) == Some(&inputs_hash)
         {
-            progress.say(format!(
+            progress.done(format!(
                 "cached operator {} (inputs unchanged)",
                 binary.display()
             ));
@@ -177,7 +186,7 @@ impl KedaRelease {
             source,
         })?;
         write_file(&stamp, &format!("{inputs_hash}\n"))?;
-        progress.say(format!("built {}", binary.display()));
+        progress.done(format!("built {}", binary.display()));
         Ok(release(false))
     }
 }
@@ -241,7 +250,7 @@ impl KedaRelease {
         let stamp = dir.join(ADAPTER_STAMP_NAME);
         let cached = std::fs::read_to_string(&stamp).ok();
         if binary.is_file() && cached.as_deref().map(str::trim) == Some(&inputs_hash) {
-            progress.say(format!(
+            progress.done(format!(
                 "cached metrics adapter {} (inputs unchanged)",
                 binary.display()
             ));
@@ -272,7 +281,7 @@ impl KedaRelease {
             source,
         })?;
         write_file(&stamp, &format!("{inputs_hash}\n"))?;
-        progress.say(format!(
+        progress.done(format!(
             "built {} in {:.0} s",
             binary.display(),
             started.elapsed().as_secs_f64()
