@@ -18,6 +18,15 @@ use crate::scenario::{RoleAuth, Scenario, SeedSource, MAX_ROWS};
 
 /// The client id KEDA sends to Entra: the TriggerAuthentication's `podIdentity.identityId`, or for a scenario
 /// whose authentication names none, `identity.client_id` (the operator's Workload Identity client id).
+/// The client id the tenant holds (what the operator's AZURE_CLIENT_ID is set to): the manifests' identityId unless
+/// the scenario says Entra knows another (`entra.registered_client_id`).
+pub fn registered_client_id(scenario: &Scenario) -> anyhow::Result<String> {
+    match &scenario.file.entra.registered_client_id {
+        Some(id) => Ok(id.clone()),
+        None => client_id(scenario),
+    }
+}
+
 pub fn client_id(scenario: &Scenario) -> anyhow::Result<String> {
     scenario
         .trigger

@@ -36,13 +36,7 @@ pub fn cluster_name(label: &str) -> String {
 /// The settings of `cell` as the kind backend renders them.
 pub fn settings_for(cell: &CellSpec<'_>) -> anyhow::Result<KindSettings> {
     let s = cell.scenario;
-    let client_id = crate::azure_postgres::client_id(s)?;
-    let registered = s
-        .file
-        .entra
-        .registered_client_id
-        .clone()
-        .unwrap_or_else(|| client_id.clone());
+    let registered = crate::azure_postgres::registered_client_id(s)?;
     let identity = WorkloadIdentity {
         client_id: registered.clone(),
         tenant_id: s.file.identity.tenant_id.clone(),

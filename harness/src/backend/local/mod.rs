@@ -155,14 +155,8 @@ pub fn plan(cells: &[CellSpec<'_>]) -> BackendPlan {
         let s = cell.scenario;
         let t = &s.trigger;
         let ident = &s.file.identity;
-        let client_id =
-            crate::azure_postgres::client_id(s).unwrap_or_else(|e| format!("(unresolved: {e})"));
-        let registered = s
-            .file
-            .entra
-            .registered_client_id
-            .clone()
-            .unwrap_or_else(|| client_id.clone());
+        let registered = crate::azure_postgres::registered_client_id(s)
+            .unwrap_or_else(|e| format!("(unresolved: {e})"));
         let injection =
             super::WorkloadIdentityInjection::in_pod(super::webhook::WorkloadIdentity {
                 client_id: registered.clone(),

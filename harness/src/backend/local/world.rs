@@ -112,13 +112,7 @@ impl LocalWorld {
         let trig = &scenario.trigger;
         let ident = &scenario.file.identity;
         let client_id = azure_postgres::client_id(scenario)?;
-        // The id the tenant holds: the manifests' identityId unless the scenario says Entra knows another.
-        let registered_id = scenario
-            .file
-            .entra
-            .registered_client_id
-            .clone()
-            .unwrap_or_else(|| client_id.clone());
+        let registered_id = azure_postgres::registered_client_id(scenario)?;
         // The operator's tokens carry an AKS-shaped issuer, so Entra's texts that quote it read as on AKS.
         let issuer = aks_issuer::issuer_url(&ident.tenant_id);
         // One private directory holds everything of the run (etcd data, keys, the federated token, logs): it is
