@@ -209,3 +209,13 @@ fn missing_tools_are_named_with_the_fix() {
     );
     assert!(text.contains("install"), "{text}");
 }
+
+#[test]
+fn a_missing_image_is_named_with_the_variable_that_overrides_it_before_any_cluster_exists() {
+    let mut plan = KindPlan::render(&settings("2.20.2")).unwrap();
+    plan.images_to_load = vec!["keda-harness/no-such-image:0".into()];
+    let err = plan.check_images().unwrap_err().to_string();
+    assert!(err.contains("keda-harness/no-such-image:0"), "{err}");
+    assert!(err.contains("KEDA_HARNESS_MOCK_AAD_IMAGE"), "{err}");
+    assert!(err.contains("ci/images/mock-aad.sh"), "{err}");
+}

@@ -85,6 +85,21 @@ pub fn plan(cells: &[CellSpec<'_>]) -> anyhow::Result<BackendPlan> {
         "tools",
         "docker, kind, kubectl and helm on PATH; Docker answering",
     ));
+    let postgres = crate::postgres::container::ContainerPostgresConfig::default();
+    out.shared.push(PlanStep::new(
+        "images",
+        format!(
+            "mock-aad {} ({}; build it with `bash ci/images/mock-aad.sh`)\nPostgreSQL {} ({}; offline: `bash \
+             ci/images/postgres.sh` and {}={})\nkind node: the kind release's default unless kind-config names one; \
+             KEDA: the chart's images at its version",
+            super::mock_aad::image(),
+            super::mock_aad::IMAGE_ENV,
+            postgres.image(),
+            crate::postgres::container::IMAGE_ENV,
+            crate::postgres::container::IMAGE_ENV,
+            crate::postgres::container::OFFLINE_IMAGE,
+        ),
+    ));
     for cell in cells {
         let settings = settings_for(cell)?;
         let plan = KindPlan::render(&settings)?;

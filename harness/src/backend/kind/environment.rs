@@ -47,6 +47,8 @@ impl KindEnvironment {
         }
         let plan = KindPlan::render(&settings)?;
         plan.cluster.check_config()?;
+        // Before anything is created: a missing image would fail `kind load` after the cluster exists.
+        plan.check_images()?;
         // Recorded before it exists: a harness killed during `kind create cluster` leaves it to the reaper.
         let record = crate::lifecycle::record(crate::lifecycle::Resource::KindCluster {
             name: plan.cluster.name().to_string(),

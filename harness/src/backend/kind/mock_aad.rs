@@ -15,6 +15,16 @@ use super::HARNESS_NAMESPACE;
 
 /// The image `ci/images/mock-aad.sh` builds from mock-aad/Dockerfile.
 pub const DEFAULT_IMAGE: &str = "keda-harness/mock-aad:dev";
+/// Environment variable naming another mock-aad image.
+pub const IMAGE_ENV: &str = "KEDA_HARNESS_MOCK_AAD_IMAGE";
+
+/// The mock-aad image the kind backend loads: `KEDA_HARNESS_MOCK_AAD_IMAGE`, else [`DEFAULT_IMAGE`].
+pub fn image() -> String {
+    std::env::var(IMAGE_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
+}
 /// kind's service-account issuer (its kube-apiserver's `--service-account-issuer`).
 pub const KIND_SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 // Siblings, not nested: a mount inside a ConfigMap volume is fragile.
@@ -121,7 +131,7 @@ pub fn certificate_names(postgres_host: &str) -> Vec<String> {
 }
 
 impl MockAadInCluster {
-    /// With [`DEFAULT_IMAGE`], [`entra_args`] and [`front_args`].
+    /// With [`image`], [`entra_args`] and [`front_args`].
     pub fn new(
         entra_config_yaml: impl Into<String>,
         tls: TlsPair,
@@ -129,7 +139,7 @@ impl MockAadInCluster {
         postgres_upstream: SocketAddr,
     ) -> Self {
         Self {
-            image: DEFAULT_IMAGE.to_string(),
+            image: image(),
             entra_config_yaml: entra_config_yaml.into(),
             tls,
             postgres_host: postgres_host.into(),

@@ -66,6 +66,15 @@ pub enum KindError {
         status: String,
         output: String,
     },
+    #[error(
+        "image {image} is not in this machine's Docker image store, and the kind backend loads it from there: \
+         {hint}, or name another with {env}"
+    )]
+    ImageMissing {
+        image: String,
+        env: &'static str,
+        hint: &'static str,
+    },
     #[error("kind config {path}: {message}")]
     Config { path: String, message: String },
     #[error("KEDA Helm chart version `{version}` is not a semantic version: {source}")]
@@ -204,11 +213,34 @@ impl KindPlan {
         Ok(commands)
     }
 
-    /// Check every tool is installed, then run [`KindPlan::commands`] in order; stops at the first failure.
+    /// Every image [`KindPlan::images_to_load`] names is in Docker's image store, or the error names it and
+    /// the variable that overrides it.
+    pub fn check_images(&self) -> Result<(), KindError> {
+        for image in &self.images_to_load {
+            let present = std::process::Command::new(Tool::Docker.program())
+                .args(["image", "inspect", "--format", "{{.Id}}", image])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !present {
+                return Err(KindError::ImageMissing {
+                    image: image.clone(),
+                    env: mock_aad::IMAGE_ENV,
+                    hint: "build it with `bash ci/images/mock-aad.sh`",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Check every tool is installed and every image to load is present, then run [`KindPlan::commands`] in
+    /// order; stops at the first failure.
     pub fn apply(&self) -> Result<(), KindError> {
         for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Helm] {
             tool.locate()?;
         }
+        self.check_images()?;
         for command in self.commands()? {
             tracing::info!(%command, "kind backend");
             command.run()?;
