@@ -474,7 +474,14 @@ where
         let start = Instant::now();
         let mut last_error = String::from("(no attempt finished)");
         loop {
-            match check().await {
+            // A check that never answers (a request to a listener that accepts and says nothing) must not
+            // outlive the wait: each attempt gets what is left of the timeout (at least one interval).
+            let left = timeout.saturating_sub(start.elapsed()).max(interval);
+            let outcome = match tokio::time::timeout(left, check()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Poll::NotYet(format!("the check did not answer within {left:?}")),
+            };
+            match outcome {
                 Poll::Ready(v) => {
                     tracing::debug!(elapsed = ?start.elapsed(), "ready");
                     return Ok(v);
@@ -647,6 +654,24 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("the answer"), "{msg}");
         assert!(msg.contains(&format!("attempt {n} said no")), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_check_that_never_answers_times_out_with_the_wait() {
+        let started = Instant::now();
+        let err = wait_until(
+            "a listener that says nothing",
+            Duration::from_millis(200),
+            Duration::from_millis(10),
+            || std::future::pending::<Poll<()>>(),
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(
+            err.to_string().contains("the check did not answer"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -282,6 +282,12 @@ fn is_host_name(name: &str) -> bool {
 }
 
 /// Probes once per process which `unshare` form works here.
+/// Find out, once per process, how this user may make mount namespaces (the probe starts `unshare`, which can
+/// take most of a second): for callers that want it done on a blocking thread ahead of [`PrivateHosts::new`].
+pub fn probe_unshare() {
+    let _ = unshare_mode();
+}
+
 fn unshare_mode() -> Result<UnshareMode, EgressError> {
     static MODE: OnceLock<Result<UnshareMode, String>> = OnceLock::new();
     MODE.get_or_init(|| {

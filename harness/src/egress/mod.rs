@@ -26,7 +26,7 @@ mod netns;
 mod plan;
 mod proxy;
 
-pub use hosts::{PrivateHosts, UnshareMode};
+pub use hosts::{probe_unshare, PrivateHosts, UnshareMode};
 pub use netns::SealedNetwork;
 pub use plan::{EgressPlan, EgressPlanBuilder};
 pub use proxy::{EgressJournal, EgressProxy, EgressProxyBuilder, EgressRecord, EgressVerdict};

@@ -20,6 +20,8 @@ pub struct EgressPlanBuilder {
     sealed: bool,
     keep_environment: bool,
     exposed: Vec<SocketAddr>,
+    /// A namespace made ahead of time (making one can take most of a second on some kernels).
+    network: Option<SealedNetwork>,
 }
 
 impl EgressPlanBuilder {
@@ -57,6 +59,14 @@ impl EgressPlanBuilder {
         self
     }
 
+    /// [`sealed`](Self::sealed), in a namespace the caller made ahead of time ([`SealedNetwork::new`], e.g. on a
+    /// blocking thread while other servers start).
+    pub fn sealed_in(mut self, network: SealedNetwork) -> Self {
+        self.sealed = true;
+        self.network = Some(network);
+        self
+    }
+
     /// With [`sealed`](Self::sealed): keep the process's inherited environment (for test clients that need
     /// their interpreter's variables); the network and the resolver stay sealed.
     pub fn keep_environment(mut self) -> Self {
@@ -88,7 +98,10 @@ impl EgressPlanBuilder {
         };
         let proxy = proxy.start().await?;
         let network = if self.sealed {
-            let mut net = SealedNetwork::new()?;
+            let mut net = match self.network {
+                Some(net) => net,
+                None => SealedNetwork::new()?,
+            };
             net.expose(proxy.addr()).await?;
             for addr in &self.exposed {
                 net.expose(*addr).await?;

@@ -123,6 +123,12 @@ impl LocalWorld {
         let ca = Arc::new(TestCa::generate(&format!("keda-harness {label}"))?);
         let ca_file = wd.join("run-ca.pem");
         ca.write_ca_file(&ca_file)?;
+        // The operator's network namespace, made on a blocking thread while the servers start, and the mount
+        // namespace probe run there too (each can take most of a second on some kernels).
+        let network = tokio::task::spawn_blocking(|| {
+            crate::egress::probe_unshare();
+            crate::egress::SealedNetwork::new()
+        });
 
         clock.end("run dir + CA");
         let ip = run_ip(&[443, trig.postgres.port])?;
@@ -190,7 +196,12 @@ impl LocalWorld {
             .route(&format!("{}:443", oidc_host.host()), oidc_host.addr())
             .private_host(&trig.postgres.host, ip)
             .trust_ca_file(&ca_file)
-            .sealed()
+            .sealed_in(
+                network
+                    .await
+                    .context("the network namespace task")?
+                    .context("making the operator's sealed network namespace")?,
+            )
             .expose(apiserver_addr)
             .expose(front.addr())
             .start()
@@ -256,7 +267,10 @@ impl LocalWorld {
             .await?;
         let readyz = format!("http://{probe}/readyz");
         // Probes go straight to loopback: the user's proxy variables must not take them elsewhere.
-        let http = reqwest::Client::builder().no_proxy().build()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         wait_until(
             "the KEDA operator's /readyz",
             Duration::from_secs(90),
