@@ -663,7 +663,7 @@ mod tests {
             "a listener that says nothing",
             Duration::from_millis(200),
             Duration::from_millis(10),
-            || std::future::pending::<Poll<()>>(),
+            std::future::pending::<Poll<()>>,
         )
         .await
         .unwrap_err();
