@@ -189,6 +189,10 @@ pub trait Backend {
     ) -> impl std::future::Future<Output = anyhow::Result<Self::World>>;
 }
 
+/// The longest a stand-up may take (builds happen before, in the matrix's preparation; a warm local stand-up
+/// takes seconds).
+pub const STAND_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Where diagnostics go.
 #[derive(Debug, Clone, Default)]
 pub struct DiagnosticsOptions {
@@ -208,7 +212,18 @@ pub async fn run_cell<B: Backend>(
     let started = Instant::now();
     let label = &cell.label;
     let scenario = cell.scenario;
-    let world = match backend.stand_up(cell).await {
+    // Every wait inside has its own timeout; this bounds the whole, so a stand-up that stalls anywhere ends as a
+    // verdict that says so (dropping the half-built world stops what it started).
+    let stood_up = match tokio::time::timeout(STAND_UP_LIMIT, backend.stand_up(cell)).await {
+        Ok(result) => result,
+        Err(_) => Err(anyhow::anyhow!(
+            "standing the cell up did not finish within {} s on the {} backend; its progress lines say the last \
+             phase it reached",
+            STAND_UP_LIMIT.as_secs(),
+            backend.name()
+        )),
+    };
+    let world = match stood_up {
         Ok(w) => w,
         Err(e) => {
             let mut v = Verdict::errored(
@@ -305,4 +320,48 @@ pub async fn run_cell<B: Backend>(
     );
     drop(world);
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose stand-up never ends.
+    struct Stalls;
+
+    impl Backend for Stalls {
+        type World = LocalBackendWorld;
+        fn name(&self) -> &'static str {
+            "stalls"
+        }
+        fn plan(&self, _cells: &[CellSpec<'_>]) -> anyhow::Result<BackendPlan> {
+            Ok(BackendPlan::new("stalls"))
+        }
+        async fn stand_up(&self, _cell: &Cell<'_>) -> anyhow::Result<Self::World> {
+            std::future::pending().await
+        }
+    }
+    type LocalBackendWorld = local::LocalWorld;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stand_up_that_stalls_ends_as_a_verdict_that_says_so() {
+        let scenario = Scenario::load("seed").unwrap();
+        let catalog = crate::catalog::Catalog::embedded().unwrap();
+        let entry = catalog.get("2.15.0").unwrap();
+        let release = KedaRelease::for_tests(entry.clone());
+        let cell = CellSpec::new(&scenario, entry, KedaSource::Module)
+            .unwrap()
+            .with_release(&release);
+        let verdict = run_cell(&Stalls, &cell, &DiagnosticsOptions::default()).await;
+        assert!(!verdict.passed);
+        let text = verdict.deciding_error.map(|e| e.text).unwrap_or_default();
+        assert!(
+            text.contains(&format!(
+                "did not finish within {} s",
+                STAND_UP_LIMIT.as_secs()
+            )),
+            "{text}"
+        );
+        assert_eq!(verdict.backend, "stalls");
+    }
 }

@@ -114,6 +114,27 @@ pub struct KedaRelease {
     pub origin: BinaryOrigin,
 }
 
+#[cfg(test)]
+impl KedaRelease {
+    /// A release of `entry` whose binary does not exist: for tests that never start an operator.
+    pub(crate) fn for_tests(entry: CatalogEntry) -> Self {
+        Self {
+            entry,
+            binary: PathBuf::from("/nonexistent/keda-operator"),
+            module_dir: PathBuf::from("/nonexistent"),
+            go: PathBuf::from("go"),
+            go_env: vec![],
+            progress: false,
+            from_cache: true,
+            build_secs: 0.0,
+            origin: BinaryOrigin::Module {
+                cached: true,
+                auto_fallback: None,
+            },
+        }
+    }
+}
+
 impl KedaRelease {
     /// The catalog entry this release was built from.
     pub fn entry(&self) -> &CatalogEntry {
