@@ -107,7 +107,7 @@ pub fn controller_manager_path() -> PathBuf {
 
 /// Build kube-controller-manager from `k8s.io/kubernetes` (the control-plane module's pins, as for
 /// kube-apiserver) unless cached; blocking (minutes when cold, most packages shared with kube-apiserver),
-/// progress on stderr. Only scenarios that need a controller (the HPA of a ScaledObject) ask for it.
+/// progress as events ([`crate::progress`]). Only scenarios that need a controller (the HPA of a ScaledObject) ask for it.
 pub fn ensure_controller_manager() -> Result<PathBuf, BuildError> {
     let out = controller_manager_path();
     if out.is_file() {
@@ -169,7 +169,7 @@ fn lock_cache(dir: &Path) -> Result<File, BuildError> {
     })
 }
 
-/// Build kube-apiserver and etcd unless already cached; blocking (minutes when cold), progress on stderr.
+/// Build kube-apiserver and etcd unless already cached; blocking (minutes when cold), progress as events ([`crate::progress`]).
 pub fn ensure_built() -> Result<ControlPlaneBinaries, BuildError> {
     if let Some(bins) = cached() {
         return Ok(bins);

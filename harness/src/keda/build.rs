@@ -31,7 +31,7 @@ pub struct BuildOptions {
     pub go: PathBuf,
     /// Where version folders go; default `<workspace target dir>/keda-harness/keda`.
     pub cache_root: PathBuf,
-    /// Print a line per phase and the elapsed time while go works (on stderr).
+    /// Print a line per phase and the elapsed time while go works (as progress events; the binary shows them).
     pub progress: bool,
     /// Rebuild even when the cached binary's inputs are unchanged.
     pub force: bool,
