@@ -170,11 +170,9 @@ async fn run_entries_local(
     started: Instant,
 ) -> anyhow::Result<MatrixOutcome> {
     use crate::progress::MATRIX;
-    for s in scenarios {
-        for e in entries {
-            s.expectation_for(&e.version.to_string())?;
-        }
-    }
+    // Before anything slow: a scenario without an expectation for a version stops the run here.
+    let specs = cell_specs(scenarios, entries, plan.keda_source)?;
+    let runs_hpa = specs.iter().any(CellSpec::runs_hpa);
 
     // Obtained before anything else: a bad registry override or a refused image stops the run here.
     let image_options = ImageOptions::from_env()?;
@@ -204,11 +202,9 @@ async fn run_entries_local(
         );
         // A ScaledObject that should scale needs KEDA's metrics adapter of this release: built here, so the
         // cells start with it cached.
-        let needs_adapter = scenarios.iter().any(|s| {
-            s.trigger.scale_target.is_some()
-                && s.expectation_for(&e.version.to_string())
-                    .is_ok_and(|x| x.outcome.may_scale())
-        });
+        let needs_adapter = specs
+            .iter()
+            .any(|c| c.entry.version == e.version && c.runs_hpa());
         if needs_adapter {
             let r = release.clone();
             let t = Instant::now();
@@ -224,7 +220,6 @@ async fn run_entries_local(
         }
         releases.push(release);
     }
-    let specs = cell_specs(scenarios, entries, plan.keda_source)?;
     let cells: Vec<Cell<'_>> = specs
         .into_iter()
         .map(|spec| {
@@ -235,13 +230,8 @@ async fn run_entries_local(
             spec.with_release(release)
         })
         .collect();
-    let hpa_scenarios: Vec<&Scenario> = cells
-        .iter()
-        .filter(|c| c.scenario.trigger.scale_target.is_some() && c.expectation.outcome.may_scale())
-        .map(|c| c.scenario)
-        .collect();
     let backend =
-        LocalBackend::prepare(plan.control_plane_source, &image_options, &hpa_scenarios).await?;
+        LocalBackend::prepare(plan.control_plane_source, &image_options, runs_hpa).await?;
     let diagnostics = DiagnosticsOptions {
         report_dir: plan.report_dir.clone(),
         always: plan.always_diagnose,

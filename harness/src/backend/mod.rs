@@ -69,6 +69,12 @@ impl<'a> CellSpec<'a> {
         self.entry.version.to_string()
     }
 
+    /// A ScaledObject expected to scale: the cell runs KEDA's metrics adapter and an HPA controller (an
+    /// expected scaler error creates no HPA).
+    pub fn runs_hpa(&self) -> bool {
+        self.scenario.trigger.scale_target.is_some() && self.expectation.outcome.may_scale()
+    }
+
     /// With its release obtained: a cell that runs.
     pub fn with_release(self, release: &'a KedaRelease) -> Cell<'a> {
         Cell {

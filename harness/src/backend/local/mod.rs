@@ -32,7 +32,7 @@ use anyhow::Context;
 use super::{Backend, BackendPlan, Cell, CellSpec, CellWorld, PhaseTiming, PlanStep};
 use crate::control_plane::ControlPlaneBinaries;
 use crate::images::{BinarySource, ImageOptions};
-use crate::scenario::{ApplyMode, ManifestChange, Scenario};
+use crate::scenario::{ApplyMode, ManifestChange};
 
 /// The local backend, prepared once per matrix: the control-plane binaries every cell runs.
 #[derive(Debug, Clone)]
@@ -48,12 +48,12 @@ impl LocalBackend {
         }
     }
 
-    /// Obtain kube-apiserver and etcd from `source`, and — when a ScaledObject of `scenarios` may scale — build
-    /// kube-controller-manager: once per matrix, before any cell starts.
+    /// Obtain kube-apiserver and etcd from `source`, and — when a cell runs an HPA ([`CellSpec::runs_hpa`]) —
+    /// build kube-controller-manager: once per matrix, before any cell starts.
     pub async fn prepare(
         source: BinarySource,
         images: &ImageOptions,
-        scenarios: &[&Scenario],
+        with_controller_manager: bool,
     ) -> anyhow::Result<Self> {
         crate::progress!(
             crate::progress::MATRIX,
@@ -71,7 +71,7 @@ impl LocalBackend {
             bins.kube_apiserver_origin,
             bins.etcd_origin
         );
-        if scenarios.iter().any(|s| s.trigger.scale_target.is_some()) {
+        if with_controller_manager {
             let t = Instant::now();
             tokio::task::spawn_blocking(crate::control_plane::build::ensure_controller_manager)
                 .await??;
