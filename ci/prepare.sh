@@ -39,14 +39,47 @@ fi
 # Starts dockerd when no daemon answers. HTTP(S)_PROXY point at a dead loopback port: no registry is reachable
 # here, so an accidental pull fails at once instead of hanging. Images are built from Debian packages instead
 # (ci/images/); each build is skipped when its image exists.
+# Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE (this project's CI machines), runc cannot
+# start a `--privileged` container, so kind's node cannot start: dockerd then runs containers through
+# keda-harness-runc (harness/go/node-tools/cmd/runc-wrapper), which drops that capability from the spec. Only
+# there: on other machines dockerd keeps its own runc.
+runc_front=
+capbnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+if [ -n "$capbnd" ] && (( ((16#$capbnd) >> 24 & 1) == 0 )); then
+  runc_front=/usr/local/lib/keda-harness/keda-harness-runc
+  if [ ! -x "$runc_front" ] || [ -n "$(find "$here/harness/go/node-tools" -newer "$runc_front" -type f | head -n1)" ]; then
+    need_root
+    command -v go >/dev/null || { echo "Go is required to build keda-harness-runc (harness/go/node-tools): install Go >= 1.26" >&2; exit 1; }
+    step "build keda-harness-runc (this machine's capability bounding set lacks CAP_SYS_RESOURCE)"
+    mkdir -p "$(dirname "$runc_front")"
+    (cd "$here/harness/go/node-tools" && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -buildvcs=false \
+        -ldflags "-s -w" -o "$runc_front.partial" ./cmd/runc-wrapper) && mv "$runc_front.partial" "$runc_front"
+  fi
+  # A dockerd this script started earlier without the front is restarted with it; someone else's is left alone.
+  if docker info >/dev/null 2>&1 && [ "$(docker info --format '{{.DefaultRuntime}}')" != keda-harness-runc ]; then
+    if [ -f /var/run/keda-harness-dockerd.pid ] && kill -0 "$(cat /var/run/keda-harness-dockerd.pid)" 2>/dev/null; then
+      step "restart dockerd with keda-harness-runc as its default runtime"
+      old=$(cat /var/run/keda-harness-dockerd.pid)
+      kill "$old"
+      # Until it has exited: it removes its pid file last, and a new dockerd refuses to start beside that file.
+      for _ in $(seq 1 60); do kill -0 "$old" 2>/dev/null || break; sleep 1; done
+    else
+      echo "note: this machine's dockerd was not started by ci/prepare.sh and does not use keda-harness-runc; privileged" >&2
+      echo "      containers (kind's nodes) fail here until it does: add to /etc/docker/daemon.json" >&2
+      echo "      {\"runtimes\": {\"keda-harness-runc\": {\"path\": \"$runc_front\"}}, \"default-runtime\": \"keda-harness-runc\"} and restart it" >&2
+    fi
+  fi
+fi
 if ! docker info >/dev/null 2>&1; then
   need_root
   step "start dockerd (log /var/log/keda-harness-dockerd.log)"
   command -v dockerd >/dev/null || { echo "dockerd not found: apt-get install docker.io" >&2; exit 1; }
   mkdir -p /var/lib/docker /var/run/docker-exec
+  runtime_args=()
+  [ -n "$runc_front" ] && runtime_args=(--add-runtime "keda-harness-runc=$runc_front" --default-runtime keda-harness-runc)
   HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
     setsid nohup dockerd --host unix:///var/run/docker.sock --data-root /var/lib/docker \
-      --exec-root /var/run/docker-exec --pidfile /var/run/keda-harness-dockerd.pid \
+      --exec-root /var/run/docker-exec --pidfile /var/run/keda-harness-dockerd.pid "${runtime_args[@]}" \
       >>/var/log/keda-harness-dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not answer within 60 s; see /var/log/keda-harness-dockerd.log" >&2; tail -n 20 /var/log/keda-harness-dockerd.log >&2; exit 1; }
@@ -55,6 +88,14 @@ step "offline images (ci/images/)"
 bash "$here/ci/images/postgres.sh"
 bash "$here/ci/images/debian-base.sh"
 MOCK_AAD_PROFILE=dev bash "$here/ci/images/mock-aad.sh"
+# kind, from its Go module at one version; the node image follows that version's layout.
+kind_version=v0.33.0
+KIND_VERSION=$kind_version bash "$here/ci/images/kind-node.sh"
+if ! kind version 2>/dev/null | grep -q "^kind $kind_version "; then
+  need_root
+  step "go install sigs.k8s.io/kind@$kind_version into /usr/local/bin"
+  GOBIN=/usr/local/bin GOTOOLCHAIN=local go install "sigs.k8s.io/kind@$kind_version"
+fi
 
 # --- Python clients for the conformance tests ---------------------------------------------------------------
 step "Python clients (requirements in tests/conformance/python/requirements.txt)"
