@@ -6,7 +6,7 @@
 //! (kedacore/keda v2.21.0 controllers/keda/scaledjob_controller.go, `reconcileScaledJob` and `Reconcile`);
 //! the verdict must still be decided by the AADSTS text, and say where it read it.
 
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 use keda_harness::report::ErrorSource;
 use serde::Deserialize as _;
 use serde_norway::Value;
@@ -64,7 +64,7 @@ async fn a_federated_credential_on_the_workload_sa_is_decided_by_aadsts700213_on
         // Sources default to `module`: the operator built from KEDA's Go module at the tag.
         ..MatrixPlan::default()
     };
-    let outcome = run_local(&plan).await.expect("the matrix ran");
+    let outcome = run(&plan).await.expect("the matrix ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
     let v = &outcome.verdicts[0];
     assert!(

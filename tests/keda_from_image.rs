@@ -32,7 +32,7 @@ use keda_harness::images::{
 };
 use keda_harness::keda::{operator_image, BuildOptions, KedaRelease, KedaSource};
 use keda_harness::lifecycle::TrackedDir;
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 use keda_harness::prereq::{self, Tier};
 use keda_harness::process::ManagedChild;
 use oci_client::client::{Config, ImageLayer};
@@ -463,8 +463,9 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
         always_diagnose: false,
         keda_source: KedaSource::Image,
         control_plane_source,
+        backend: keda_harness::backend::BackendKind::Local,
     };
-    let outcome = run_local(&plan(images::BinarySource::Image))
+    let outcome = run(&plan(images::BinarySource::Image))
         .await
         .expect("the run");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
@@ -544,7 +545,7 @@ async fn seed_runs_on_keda_and_the_control_plane_from_their_images_and_a_tampere
 
     // And the run refuses before anything starts.
     std::env::set_var(IMAGE_CACHE_ENV, fresh.path());
-    let err = match run_local(&plan(images::BinarySource::Module)).await {
+    let err = match run(&plan(images::BinarySource::Module)).await {
         Ok(o) => panic!(
             "the run should refuse a tampered image, got {:?}",
             o.verdicts

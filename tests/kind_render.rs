@@ -54,6 +54,9 @@ fn settings(chart: &str) -> KindSettings {
     KindSettings {
         cluster_name: "keda-harness".into(),
         node_image: None,
+        kind_config: None,
+        keda_manifests: None,
+        extra_images: Vec::new(),
         keda_chart_version: chart.into(),
         identity: WorkloadIdentity {
             client_id: CLIENT_ID.into(),

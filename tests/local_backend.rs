@@ -4,7 +4,7 @@
 //! harness's own judgement; this test also pins what a user relies on: the customer's exact error text on
 //! 2.14.1, scaling on the fixed versions, and nothing left running afterwards.
 
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 use keda_harness::report::Verdict;
 
 fn assert_passed(v: &Verdict) {
@@ -37,8 +37,9 @@ async fn seed_on_2_14_1_2_15_0_and_2_20_2_side_by_side() {
         always_diagnose: false,
         keda_source: keda_harness::keda::KedaSource::Module,
         control_plane_source: keda_harness::images::BinarySource::Module,
+        backend: keda_harness::backend::BackendKind::Local,
     };
-    let outcome = run_local(&plan).await.expect("the matrix ran");
+    let outcome = run(&plan).await.expect("the matrix ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
     eprintln!("wall clock {:.1} s", outcome.wall_seconds);
     let by_version = |v: &str| {
@@ -107,8 +108,9 @@ async fn unknown_keda_version_is_refused_before_anything_starts() {
         always_diagnose: false,
         keda_source: keda_harness::keda::KedaSource::Module,
         control_plane_source: keda_harness::images::BinarySource::Module,
+        backend: keda_harness::backend::BackendKind::Local,
     };
-    let err = match run_local(&plan).await {
+    let err = match run(&plan).await {
         Ok(_) => panic!("2.99.0 is not in the catalog"),
         Err(e) => format!("{e:#}"),
     };

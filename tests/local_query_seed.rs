@@ -6,7 +6,7 @@
 //! Beside it, a JOIN query the planner does not seed, with the customer's own `seed.sql` (`data.seed_sql`): the
 //! query's value after it gives the row count.
 
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_customers_where_query_and_a_seed_sql_join_scale_on_2_15_0() {
@@ -25,7 +25,7 @@ async fn the_customers_where_query_and_a_seed_sql_join_scale_on_2_15_0() {
         always_diagnose: false,
         ..MatrixPlan::default()
     };
-    let outcome = run_local(&plan).await.expect("the runs ran");
+    let outcome = run(&plan).await.expect("the runs ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
     for v in &outcome.verdicts {
         assert_passed(v);

@@ -1,10 +1,10 @@
-//! The `scaledobject` scenario on the local backend, through the same `matrix::run_local` as `keda-harness
+//! The `scaledobject` scenario on the local backend, through the same `matrix::run` as `keda-harness
 //! matrix`: the seed's trigger on a ScaledObject scaling a Deployment. On 2.14.1 the scaler fails (empty
 //! password) and KEDA creates no HPA; from 2.15.0 KEDA creates its HPA (External `s0-postgresql`, AverageValue
 //! 2, min 1, max 10), activates the Deployment 0 -> 1, its metrics adapter answers the metric (5 rows) through
 //! the apiserver's aggregator, and kube-controller-manager's HPA controller scales to ceil(5 / 2) = 3.
 
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 use rstest::rstest;
 
 #[rstest]
@@ -24,7 +24,7 @@ async fn scaledobject_scenario(#[case] keda: &str, #[case] observed: &str) {
         always_diagnose: false,
         ..MatrixPlan::default()
     };
-    let outcome = run_local(&plan).await.expect("the matrix ran");
+    let outcome = run(&plan).await.expect("the matrix ran");
     eprintln!("{}", keda_harness::report::table(&outcome.verdicts));
     eprintln!("KEDA {keda}: wall clock {:.1} s", outcome.wall_seconds);
     let v = &outcome.verdicts[0];

@@ -1,5 +1,5 @@
 //! The PostgreSQL side of the scenario library, run as rstest cases over (scenario, KEDA version) on the local
-//! backend, each through `matrix::run_local` — what `keda-harness run --scenario S --keda V` runs. A case passes
+//! backend, each through `matrix::run` — what `keda-harness run --scenario S --keda V` runs. A case passes
 //! when the harness's own verdict holds: the scenario's expectation for that version (KEDA's real error text in
 //! that version's pgx format, the Job count, the token requests) against what the real KEDA operator did.
 //!
@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 use keda_harness::report::{self, Verdict};
 use keda_harness::scenario::Scenario;
 use rstest::rstest;
@@ -78,7 +78,7 @@ async fn scenario_on_keda(#[case] scenario: &str, #[case] keda: &str) {
         always_diagnose: secret.is_some(),
         ..MatrixPlan::default()
     };
-    let outcome = run_local(&plan).await.expect("the run started");
+    let outcome = run(&plan).await.expect("the run started");
     let table = report::table(&outcome.verdicts);
     eprintln!("{table}");
     eprintln!(

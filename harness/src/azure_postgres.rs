@@ -143,7 +143,6 @@ fn not_rows(v: &QueryValue, path: &std::path::Path) -> String {
 pub async fn start_seeded_postgres(
     scenario: &Scenario,
 ) -> anyhow::Result<(LocalPostgres, ScenarioData)> {
-    let pg = &scenario.trigger.postgres;
     let setup = &scenario.file.postgres;
     let host_auth = match setup.auth {
         RoleAuth::Entra | RoleAuth::Password => HostAuth::Password,
@@ -158,9 +157,18 @@ pub async fn start_seeded_postgres(
             Some(scenario.trigger_password().unwrap_or_else(unknown_password))
         }
     };
-    create_login_role(&postgres, &pg.user, password.as_deref()).await?;
-    let data = ScenarioData::seed(&postgres, scenario).await?;
+    let data = seed_in(&postgres, scenario, password.as_deref()).await?;
     Ok((postgres, data))
+}
+
+/// The trigger's login role (with `password`, or none for an Entra role) and the scenario's data, in `server`.
+pub async fn seed_in(
+    server: &dyn PostgresServer,
+    scenario: &Scenario,
+    password: Option<&str>,
+) -> anyhow::Result<ScenarioData> {
+    create_login_role(server, &scenario.trigger.postgres.user, password).await?;
+    ScenarioData::seed(server, scenario).await
 }
 
 /// A password no client of the run knows (the role of a SCRAM server whose trigger has none).

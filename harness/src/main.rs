@@ -145,9 +145,9 @@ struct SourceArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct BackendArgs {
-    /// Where KEDA runs: `local` (processes on this machine, no Docker), `kind` (a kind cluster: Docker, kind,
-    /// kubectl, helm), `existing` (a kubeconfig context), or `auto` (kind where it works, else local; it says
-    /// which and why). Only `local` runs cells today; `kind` prints its plan with --plan.
+    /// Where KEDA runs: `local` (processes on this machine, no Docker), `kind` (a kind cluster per cell: Docker,
+    /// kind, kubectl; helm for KEDA's chart, else its release manifests), `existing` (a kubeconfig context; not
+    /// built yet), or `auto` (kind where it works, else local; it says which and why).
     #[arg(long, value_enum, default_value_t = keda_harness::backend::BackendKind::Local)]
     pub(crate) backend: keda_harness::backend::BackendKind,
     /// Print what the backend would do (processes or commands, objects, Helm values) and exit; nothing is
@@ -388,7 +388,7 @@ fn run_matrix(
     out: OutputArgs,
 ) -> anyhow::Result<()> {
     use keda_harness::backend::selection::{select, ThisMachine};
-    use keda_harness::matrix::{run_local_scenarios, MatrixPlan};
+    use keda_harness::matrix::{run_loaded, MatrixPlan};
     let selection = select(backend.backend, &ThisMachine, !backend.plan)?;
     if backend.backend == keda_harness::backend::BackendKind::Auto {
         eprintln!(
@@ -430,6 +430,7 @@ fn run_matrix(
         always_diagnose: out.always_diagnose,
         keda_source: source.keda_source,
         control_plane_source: source.control_plane_source,
+        backend: selection.backend,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     // On a signal the run's future is dropped here, which drops every world it stood up (processes stopped,
@@ -439,7 +440,7 @@ fn run_matrix(
             biased;
             _ = keda_harness::lifecycle::shutdown_requested() => None,
             outcome = async {
-                run_local_scenarios(&plan, load(&plan.scenarios)?).await
+                run_loaded(&plan, load(&plan.scenarios)?).await
             } => Some(outcome),
         }
     });

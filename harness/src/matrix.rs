@@ -31,6 +31,8 @@ pub struct MatrixPlan {
     pub keda_source: KedaSource,
     /// Where kube-apiserver and etcd come from (the same choices).
     pub control_plane_source: BinarySource,
+    /// Where the cells run (`local` or `kind`; `auto` is resolved before a plan is made).
+    pub backend: BackendKind,
 }
 
 /// Versions of the default matrix: the regression, the fix, and the newest release in the catalog.
@@ -68,6 +70,8 @@ pub struct CellOptions {
     pub keda_source: KedaSource,
     /// Where kube-apiserver and etcd come from (the same choices).
     pub control_plane_source: BinarySource,
+    /// Where the cells run.
+    pub backend: BackendKind,
 }
 
 /// The catalog entries of `versions` (empty: the default set), or an error naming the unknown one.
@@ -84,18 +88,18 @@ fn entries_for(catalog: &Catalog, versions: &[KedaVersion]) -> anyhow::Result<Ve
 }
 
 /// Build, run and judge every cell of `plan` on the local backend.
-pub async fn run_local(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
+pub async fn run(plan: &MatrixPlan) -> anyhow::Result<MatrixOutcome> {
     let scenarios: Vec<Scenario> = plan
         .scenarios
         .iter()
         .map(|s| Scenario::load(s))
         .collect::<Result<_, _>>()?;
-    run_local_scenarios(plan, scenarios).await
+    run_loaded(plan, scenarios).await
 }
 
-/// [`run_local`] for scenarios already loaded (and perhaps changed, e.g. [`Scenario::with_seed_sql`]);
+/// [`run`] for scenarios already loaded (and perhaps changed, e.g. [`Scenario::with_seed_sql`]);
 /// `plan.scenarios` is not read.
-pub async fn run_local_scenarios(
+pub async fn run_loaded(
     plan: &MatrixPlan,
     scenarios: Vec<Scenario>,
 ) -> anyhow::Result<MatrixOutcome> {
@@ -109,13 +113,14 @@ pub async fn run_local_scenarios(
         always_diagnose: plan.always_diagnose,
         keda_source: plan.keda_source,
         control_plane_source: plan.control_plane_source,
+        backend: plan.backend,
     };
-    run_entries_local(&scenarios, &entries, &opts, started).await
+    run_entries(&scenarios, &entries, &opts, started).await
 }
 
 /// Build, run and judge scenarios already in memory (`keda-harness repro` builds one from a customer's
 /// manifests) × `versions` (empty: the default set; the catalog is [`Catalog::load`]'s) on the local backend.
-pub async fn run_scenarios_local(
+pub async fn run_scenarios(
     scenarios: &[Scenario],
     versions: &[KedaVersion],
     opts: &CellOptions,
@@ -123,7 +128,7 @@ pub async fn run_scenarios_local(
     let started = Instant::now();
     let catalog = Catalog::load()?;
     let entries = entries_for(&catalog, versions)?;
-    run_entries_local(scenarios, &entries, opts, started).await
+    run_entries(scenarios, &entries, opts, started).await
 }
 
 /// The cells of `scenarios` × `entries` (each scenario on every version, in that order); an error names a
@@ -163,7 +168,7 @@ pub fn plan(
     }
 }
 
-async fn run_entries_local(
+async fn run_entries(
     scenarios: &[Scenario],
     entries: &[CatalogEntry],
     plan: &CellOptions,
@@ -230,32 +235,24 @@ async fn run_entries_local(
             spec.with_release(release)
         })
         .collect();
-    let backend =
-        LocalBackend::prepare(plan.control_plane_source, &image_options, runs_hpa).await?;
     let diagnostics = DiagnosticsOptions {
         report_dir: plan.report_dir.clone(),
         always: plan.always_diagnose,
     };
-    crate::progress!(
-        MATRIX,
-        "running {} cell(s) {} on the {} backend",
-        cells.len(),
-        if plan.parallel {
-            "side by side"
-        } else {
-            "one after another"
-        },
-        backend.name()
-    );
-    let mut verdicts = if plan.parallel {
-        futures_util::future::join_all(cells.iter().map(|c| run_cell(&backend, c, &diagnostics)))
-            .await
-    } else {
-        let mut out = Vec::new();
-        for c in &cells {
-            out.push(run_cell(&backend, c, &diagnostics).await);
+    let mut verdicts = match plan.backend {
+        BackendKind::Kind => {
+            let backend = crate::backend::kind::KindBackend::prepare().await?;
+            // One kind cluster at a time: each is a whole Kubernetes node, and two cores do not hold two.
+            run_cells(&backend, &cells, false, &diagnostics).await
         }
-        out
+        BackendKind::Existing => anyhow::bail!(
+            "--backend existing cannot run cells yet: use --backend kind or local (--plan shows what kind would do)"
+        ),
+        BackendKind::Local | BackendKind::Auto => {
+            let backend =
+                LocalBackend::prepare(plan.control_plane_source, &image_options, runs_hpa).await?;
+            run_cells(&backend, &cells, plan.parallel, &diagnostics).await
+        }
     };
     // Verdicts carry operator log tails and KEDA's error texts: scrubbed before anyone prints or writes them.
     let scrubber = scrubber_for(scenarios);
@@ -267,6 +264,36 @@ async fn run_entries_local(
         verdicts,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Run `cells` on `backend`, side by side or one after another; verdicts in cell order.
+async fn run_cells<B: Backend>(
+    backend: &B,
+    cells: &[Cell<'_>],
+    parallel: bool,
+    diagnostics: &DiagnosticsOptions,
+) -> Vec<Verdict> {
+    crate::progress!(
+        crate::progress::MATRIX,
+        "running {} cell(s) {} on the {} backend",
+        cells.len(),
+        if parallel {
+            "side by side"
+        } else {
+            "one after another"
+        },
+        backend.name()
+    );
+    if parallel {
+        futures_util::future::join_all(cells.iter().map(|c| run_cell(backend, c, diagnostics)))
+            .await
+    } else {
+        let mut out = Vec::new();
+        for c in cells {
+            out.push(run_cell(backend, c, diagnostics).await);
+        }
+        out
+    }
 }
 
 /// What must never appear in this matrix's output: every scenario's Secret values and hidden env values

@@ -50,8 +50,12 @@ pub struct ReproInputs {
 }
 
 /// Choose the backend (refusing one that cannot run cells); with `--plan`, print the plan of `versions`
-/// (secrets scrubbed) and return true: nothing runs.
-fn plan_only(inputs: &ReproInputs, repro: &Repro, versions: &[KedaVersion]) -> bool {
+/// (secrets scrubbed) and return `None`: nothing runs. Else the backend the cells run on.
+fn plan_only(
+    inputs: &ReproInputs,
+    repro: &Repro,
+    versions: &[KedaVersion],
+) -> Option<keda_harness::backend::BackendKind> {
     use keda_harness::backend::selection::{select, ThisMachine};
     let args = &inputs.backend;
     let selection = select(args.backend, &ThisMachine, !args.plan).unwrap_or_else(|e| refuse(e));
@@ -62,7 +66,7 @@ fn plan_only(inputs: &ReproInputs, repro: &Repro, versions: &[KedaVersion]) -> b
         );
     }
     if !args.plan {
-        return false;
+        return Some(selection.backend);
     }
     let mut plan = keda_harness::matrix::plan(
         selection.backend,
@@ -73,7 +77,7 @@ fn plan_only(inputs: &ReproInputs, repro: &Repro, versions: &[KedaVersion]) -> b
     .unwrap_or_else(|e| refuse(format!("{e:#}")));
     plan.chosen_because = Some(selection.reason);
     print!("{}", repro.scrubber.scrub_str(&plan.to_text()));
-    true
+    None
 }
 
 /// Exit 1 with the refusal: nothing ran.
@@ -137,14 +141,15 @@ pub fn repro_command(
     let catalog = Catalog::load().unwrap_or_else(|e| refuse(e));
     let versions = versions(&keda, &catalog);
     let repro = prepare(&inputs);
-    if plan_only(&inputs, &repro, &versions) {
+    let Some(backend) = plan_only(&inputs, &repro, &versions) else {
         return Ok(());
-    }
+    };
     let opts = CellOptions {
         parallel: !sequential,
         report_dir: inputs.report_dir.clone(),
         // A support engineer reads the operator log of every version, not only of failed checks.
         always_diagnose: inputs.report_dir.is_some(),
+        backend,
         ..CellOptions::default()
     };
     let out = run_interruptible(repro::run(&repro, &versions, &opts))?;
@@ -201,15 +206,16 @@ pub fn bisect_command(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    if plan_only(&inputs, &repro, &ends) {
+    let Some(backend) = plan_only(&inputs, &repro, &ends) else {
         return Ok(());
-    }
+    };
     let mut runner = bisect::LocalCellRunner {
         repro: &repro,
         opts: CellOptions {
             parallel: true,
             report_dir: None,
             always_diagnose: false,
+            backend,
             ..CellOptions::default()
         },
     };

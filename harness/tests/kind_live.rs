@@ -1,140 +1,145 @@
-//! The kind backend for real: kind cluster, PostgreSQL on the kind network, mock-aad loaded into the nodes,
-//! KEDA from its Helm chart with workload identity wired as the AKS webhook would. Networked machines only
-//! (kind pulls its node image, Helm the chart and KEDA's images).
+//! The kind backend for real, as a user runs it: `keda-harness matrix --backend kind` on the seed scenario for
+//! KEDA 2.14.1 (the regression) and the newest catalog version, judged by the same assertions as local. Each cell
+//! gets a kind cluster, PostgreSQL in a container on the kind network, mock-aad and the Entra front in the
+//! cluster, and KEDA — from the kedacore chart where helm and its repository answer, else from the tag's release
+//! manifests with images built from the module build. Afterwards no cluster and no container of the run is left.
 //!
-//! Gate: Tier::Kind — docker (daemon up), kind, kubectl, helm, and the mock-aad image
-//! (`bash ci/images/mock-aad.sh`). KEDA_HARNESS_KIND_CHART picks the chart (default 2.20.2).
+//! Gate: Tier::Kind — docker (daemon up), kind, kubectl, the mock-aad image (`bash ci/images/mock-aad.sh`), and
+//! a node image kind can use: the offline one (`bash ci/images/kind-node.sh`) where no registry answers.
+//! `bash ci/prepare.sh` provides all of them.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use keda_harness::backend::kind::mock_aad::{
-    certificate_names, kind_trusted_issuer, DEFAULT_IMAGE,
-};
-use keda_harness::backend::kind::{
-    KindEnvironment, KindSettings, MockAadInCluster, TlsPair, Tool, WorkloadIdentity,
-    MOCK_AAD_CLUSTER_IP,
-};
-use keda_harness::postgres::container::{docker_available, ContainerPostgresConfig};
+use keda_harness::backend::kind::mock_aad::DEFAULT_IMAGE;
+use keda_harness::backend::kind::node_image::offline_image;
+use keda_harness::backend::kind::Tool;
+use keda_harness::catalog::Catalog;
+use keda_harness::postgres::container::docker_available;
 use keda_harness::prereq::{require, Tier};
-use mock_aad::ca::TestCa;
+use keda_harness::scenario::Scenario;
 
-const CLIENT_ID: &str = "7d1a4b2e-6c3f-4e8a-9b5d-0f2e1c3a4b5c";
-const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const PG_HOST: &str = "postgres.postgres.database.azure.com";
+fn image_present(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
 
 fn kind_ready() -> Result<(), String> {
     docker_available()?;
-    for tool in [Tool::Kind, Tool::Kubectl, Tool::Helm] {
+    for tool in [Tool::Kind, Tool::Kubectl] {
         tool.available()?;
     }
-    let image = Command::new("docker")
-        .args(["image", "inspect", DEFAULT_IMAGE])
-        .output();
-    match image {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err(format!(
+    if !image_present(DEFAULT_IMAGE) {
+        return Err(format!(
             "image {DEFAULT_IMAGE} is missing; build it with `bash ci/images/mock-aad.sh`"
-        )),
+        ));
     }
+    if !image_present(&offline_image()) {
+        return Err(format!(
+            "the offline kind node image {} is missing (no registry answers here); build it with `bash \
+             ci/images/kind-node.sh` (ci/prepare.sh does)",
+            offline_image()
+        ));
+    }
+    Ok(())
 }
 
-fn kubectl_json(context: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("kubectl")
-        .args(["--context", context])
-        .args(args)
-        .args(["-o", "json"])
+/// Names of the kind clusters that exist now.
+fn kind_clusters() -> Vec<String> {
+    let out = Command::new("kind")
+        .args(["get", "clusters"])
         .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("kubectl printed JSON")
+        .expect("kind runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
-#[tokio::test]
-async fn keda_comes_up_on_kind_with_workload_identity_wired() {
+/// Containers (any state) whose name starts with one of `prefixes`.
+fn containers_named(prefixes: &[&str]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_seed_scenario_is_judged_on_kind_as_on_local_and_nothing_is_left() {
     if !require(Tier::Kind, kind_ready) {
         return;
     }
-    let chart = std::env::var("KEDA_HARNESS_KIND_CHART").unwrap_or_else(|_| "2.20.2".into());
-    let ca = TestCa::generate("keda-harness kind_live").unwrap();
-    let names = certificate_names(PG_HOST);
-    let cert = ca
-        .issue_server(&names.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
-    let issuer = serde_norway::to_string(&kind_trusted_issuer()).unwrap();
-    let config = format!(
-        "tenants:\n- tenant_id: {TENANT_ID}\n  apps:\n  - client_id: {CLIENT_ID}\n    \
-         object_id: 3b1f0c2d-5e4a-4f6b-8c7d-9e0a1b2c3d4e\n    federated_identity_credentials:\n    \
-         - name: keda-operator\n      issuer: https://kubernetes.default.svc.cluster.local\n      \
-         subject: system:serviceaccount:keda:keda-operator\ntrusted_issuers:\n- {}\n",
-        issuer.trim_end().replace('\n', "\n  ")
-    );
-    let settings = KindSettings {
-        cluster_name: format!("keda-harness-{}", std::process::id()),
-        node_image: None,
-        keda_chart_version: chart.clone(),
-        identity: WorkloadIdentity {
-            client_id: CLIENT_ID.into(),
-            tenant_id: TENANT_ID.into(),
-        },
-        ca_pem: ca.ca_pem().to_string(),
-        mock_aad: MockAadInCluster::new(
-            config,
-            TlsPair {
-                cert_pem: cert.cert_pem,
-                key_pem: cert.key_pem,
-                ca_pem: cert.ca_pem,
-            },
-            PG_HOST,
-            // Replaced by the container's kind-network address once it runs.
-            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 5432),
-        )
-        .with_principal("movies-mi", CLIENT_ID),
-    };
-    let env = KindEnvironment::up(
-        settings,
-        // The front enforces the Entra login and then logs in as the role: the server trusts it, as the local
-        // backend's unix socket does.
-        ContainerPostgresConfig::default().with_host_auth(keda_harness::postgres::HostAuth::Trust),
+    let catalog = Catalog::load().unwrap();
+    let newest = catalog.versions.last().unwrap().version.to_string();
+    let versions = ["2.14.1".to_string(), newest.clone()];
+    let before = kind_clusters();
+    let containers_before = containers_named(&["kh-", "keda-harness-postgres-"]);
+    let report = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keda-harness"))
+        .args([
+            "matrix",
+            "--backend",
+            "kind",
+            "--scenario",
+            "seed",
+            "--keda",
+        ])
+        .arg(versions.join(","))
+        .arg("--report-dir")
+        .arg(report.path())
+        .output()
+        .expect("keda-harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let verdicts: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(report.path().join("verdicts.json")).unwrap_or_else(|e| {
+            panic!("no verdicts.json ({e}); stdout:\n{stdout}\nstderr:\n{stderr}")
+        }),
     )
-    .await
-    .unwrap_or_else(|e| panic!("kind environment for chart {chart}: {e}"));
-    let context = env.kube_context();
-
-    let deployment = kubectl_json(
-        &context,
-        &["-n", "keda", "get", "deployment", "keda-operator"],
-    );
-    assert_eq!(deployment["status"]["readyReplicas"], 1, "{deployment}");
-    let pods = kubectl_json(
-        &context,
-        &["-n", "keda", "get", "pods", "-l", "app=keda-operator"],
-    );
-    let spec = &pods["items"][0]["spec"];
-    assert_eq!(
-        spec["hostAliases"][0]["ip"],
-        MOCK_AAD_CLUSTER_IP.to_string(),
-        "{spec}"
-    );
+    .unwrap();
+    let verdicts = verdicts
+        .as_array()
+        .or_else(|| verdicts["verdicts"].as_array())
+        .unwrap_or_else(|| panic!("verdicts.json holds no list: {verdicts}"))
+        .clone();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    // What each version must do comes from the scenario file (scenarios/seed/scenario.yaml), not from here.
+    let seed = Scenario::load("seed").unwrap();
+    for (v, version) in verdicts.iter().zip(&versions) {
+        assert_eq!(v["backend"], "kind", "{v}");
+        assert_eq!(v["keda"], version.as_str(), "{v}");
+        let expected = seed.expectation_for(version).unwrap();
+        assert!(
+            v["passed"].as_bool() == Some(true),
+            "seed on KEDA {version} (expected {:?}) failed on kind:\n{v:#}\nstderr:\n{stderr}",
+            expected.outcome
+        );
+        let phases = v["stand_up"].as_array().cloned().unwrap_or_default();
+        assert!(
+            phases
+                .iter()
+                .any(|p| p["phase"] == "cluster + PostgreSQL + mock-aad + KEDA"),
+            "{v}"
+        );
+    }
     assert!(
-        spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v["name"] == "azure-identity-token"),
-        "{spec}"
+        out.status.success(),
+        "exit {}; stderr:\n{stderr}",
+        out.status
     );
-    let service = kubectl_json(
-        &context,
-        &["-n", "keda-harness", "get", "service", "mock-aad"],
-    );
-    assert_eq!(
-        service["spec"]["clusterIP"],
-        MOCK_AAD_CLUSTER_IP.to_string()
-    );
-    assert!(env.postgres.network_addr().is_some());
+    // Nothing of the run is left: no new cluster, no node or PostgreSQL container of the harness.
+    let after = kind_clusters();
+    let new: Vec<_> = after.iter().filter(|c| !before.contains(c)).collect();
+    assert!(new.is_empty(), "kind clusters left behind: {new:?}");
+    let left: Vec<_> = containers_named(&["kh-", "keda-harness-postgres-"])
+        .into_iter()
+        .filter(|c| !containers_before.contains(c))
+        .collect();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
 }

@@ -282,7 +282,7 @@ fn no_canary_survives_in_the_report_dir() {
 
     let scrubber = scrubber_for(std::slice::from_ref(&scenario));
     let mut verdicts = vec![verdict(&scenario, &bundle), verdict(&scenario, &bundle2)];
-    // As matrix::run_local does before printing.
+    // As matrix::run does before printing.
     verdicts.iter_mut().for_each(|v| scrubber.scrub_verdict(v));
     write_report(report.path(), &verdicts, &scrubber).unwrap();
 

@@ -1,11 +1,11 @@
 //! One cell of the scenario library — a scenario on one KEDA version — run exactly as `keda-harness run
-//! --scenario NAME --keda VERSION` runs it (`matrix::run_local` with one scenario and one version, on the local
+//! --scenario NAME --keda VERSION` runs it (`matrix::run` with one scenario and one version, on the local
 //! backend), for tests written as rstest cases over scenario × version. Each cell stands up a world of its own
 //! (control plane, loopback address, work dir), so cases run side by side.
 
 use std::time::Instant;
 
-use keda_harness::matrix::{run_local, MatrixPlan};
+use keda_harness::matrix::{run, MatrixPlan};
 use keda_harness::report::Verdict;
 
 /// What a cell produced: the harness's verdict and the cell's wall time (build waits included).
@@ -30,7 +30,7 @@ pub async fn run_cell(scenario: &str, keda: &str) -> Option<CellRun> {
         always_diagnose: false,
         ..MatrixPlan::default()
     };
-    let outcome = run_local(&plan)
+    let outcome = run(&plan)
         .await
         .unwrap_or_else(|e| panic!("{scenario} on KEDA {keda}: the run did not start: {e:#}"));
     let table = keda_harness::report::table(&outcome.verdicts);

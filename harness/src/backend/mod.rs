@@ -11,6 +11,7 @@
 //! To add a backend: a module here whose world implements [`CellWorld`] (the judge reads only that), a
 //! [`Backend`] impl, and a [`BackendKind`] variant.
 
+pub mod apply;
 pub mod kind;
 pub mod local;
 pub mod plan;

@@ -96,16 +96,16 @@ impl HostProbe for ThisMachine {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectionError {
     #[error(
-        "--backend {0} cannot run cells yet: the kind backend renders what it would do (add --plan to see the \
-         cluster config, images, objects and Helm values) but standing a cell up on it is not built; run \
-         --backend local (or auto) instead"
+        "--backend {0} cannot run cells yet: it is not built; run --backend kind or --backend local (add --plan \
+         to see what the kind backend would do to a cluster: objects, Helm values)"
     )]
     NotRunnable(BackendKind),
 }
 
-/// The kind backend's needs on this machine, or the first that is missing.
+/// The kind backend's needs on this machine, or the first that is missing (helm is not one: without it KEDA
+/// comes from its release manifests).
 fn kind_ready(probe: &dyn HostProbe) -> Result<(), String> {
-    for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Helm] {
+    for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl] {
         if !probe.has(tool) {
             return Err(format!("`{}` is not on PATH", tool.program()));
         }
@@ -130,16 +130,9 @@ pub fn select(
             reason: format!("asked for (--backend {requested})"),
         },
         BackendKind::Auto => match kind_ready(probe) {
-            // kind works here, but cannot run cells yet: auto must still give a verdict.
-            Ok(()) if for_running => Selection {
-                backend: BackendKind::Local,
-                reason: "Docker, kind, kubectl and helm are here, but the kind backend cannot run cells yet; \
-                         local runs them"
-                    .into(),
-            },
             Ok(()) => Selection {
                 backend: BackendKind::Kind,
-                reason: "Docker answers and kind, kubectl and helm are on PATH".into(),
+                reason: "Docker answers and kind and kubectl are on PATH".into(),
             },
             Err(why) => Selection {
                 backend: BackendKind::Local,
@@ -147,7 +140,7 @@ pub fn select(
             },
         },
     };
-    if for_running && selection.backend != BackendKind::Local {
+    if for_running && selection.backend == BackendKind::Existing {
         return Err(SelectionError::NotRunnable(selection.backend));
     }
     Ok(selection)
@@ -196,34 +189,39 @@ mod tests {
     }
 
     #[test]
-    fn auto_plans_kind_where_it_works_but_runs_cells_locally() {
+    fn auto_takes_kind_where_it_works_without_helm() {
+        let probe = Fake {
+            tools: vec![Tool::Docker, Tool::Kind, Tool::Kubectl],
+            docker: Ok(()),
+        };
+        for running in [false, true] {
+            let s = select(BackendKind::Auto, &probe, running).unwrap();
+            assert_eq!(s.backend, BackendKind::Kind, "running: {running}");
+        }
+    }
+
+    #[test]
+    fn kind_runs_and_existing_refuses_saying_what_to_do() {
         let probe = Fake {
             tools: all_tools(),
             docker: Ok(()),
         };
         assert_eq!(
-            select(BackendKind::Auto, &probe, false).unwrap().backend,
+            select(BackendKind::Kind, &probe, true).unwrap().backend,
             BackendKind::Kind
         );
-        let running = select(BackendKind::Auto, &probe, true).unwrap();
-        assert_eq!(running.backend, BackendKind::Local);
-        assert!(running.reason.contains("cannot run cells yet"));
-    }
-
-    #[test]
-    fn kind_and_existing_refuse_to_run_and_say_what_to_do() {
-        let probe = Fake {
-            tools: all_tools(),
-            docker: Ok(()),
-        };
-        for b in [BackendKind::Kind, BackendKind::Existing] {
-            let e = select(b, &probe, true).unwrap_err();
-            let text = e.to_string();
-            assert!(
-                text.contains("--plan") && text.contains("--backend local"),
-                "{text}"
-            );
-            assert_eq!(select(b, &probe, false).unwrap().backend, b);
-        }
+        let text = select(BackendKind::Existing, &probe, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("--plan") && text.contains("--backend local"),
+            "{text}"
+        );
+        assert_eq!(
+            select(BackendKind::Existing, &probe, false)
+                .unwrap()
+                .backend,
+            BackendKind::Existing
+        );
     }
 }

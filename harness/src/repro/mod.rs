@@ -556,7 +556,7 @@ pub async fn run(
     opts: &CellOptions,
 ) -> anyhow::Result<ReproOutcome> {
     let outcome =
-        matrix::run_scenarios_local(std::slice::from_ref(&repro.scenario), versions, opts).await?;
+        matrix::run_scenarios(std::slice::from_ref(&repro.scenario), versions, opts).await?;
     let versions: Vec<ReproCell> = outcome
         .verdicts
         .iter()

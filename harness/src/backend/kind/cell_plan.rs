@@ -61,6 +61,9 @@ pub fn settings_for(cell: &CellSpec<'_>) -> anyhow::Result<KindSettings> {
     Ok(KindSettings {
         cluster_name: cluster_name(&cell.label),
         node_image: None,
+        kind_config: None,
+        keda_manifests: None,
+        extra_images: Vec::new(),
         keda_chart_version: cell.entry.helm_chart.clone(),
         identity,
         ca_pem: RUN_TIME_PEM.into(),

@@ -8,7 +8,6 @@
 use crate::postgres::container::{ContainerError, ContainerPostgres, ContainerPostgresConfig};
 
 use super::mock_aad::front_args;
-use super::tools::Tool;
 use super::{KindError, KindPlan, KindSettings, KIND_DOCKER_NETWORK};
 
 /// Network alias of the PostgreSQL container on the kind network (for humans reading `docker inspect`).
@@ -42,10 +41,10 @@ impl KindEnvironment {
         mut settings: KindSettings,
         postgres: ContainerPostgresConfig,
     ) -> Result<Self, EnvironmentError> {
-        for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Helm] {
+        let plan = KindPlan::render(&settings)?;
+        for tool in plan.tools() {
             tool.locate()?;
         }
-        let plan = KindPlan::render(&settings)?;
         plan.cluster.check_config()?;
         // Before anything is created: a missing image would fail `kind load` after the cluster exists.
         plan.check_images()?;

@@ -32,6 +32,9 @@ const CONFIG_DIR: &str = "/etc/mock-aad/config";
 const TLS_DIR: &str = "/etc/mock-aad/tls";
 const ENTRA_PORT: u16 = 8443;
 const FRONT_PORT: u16 = 5432;
+/// The node port of `mock-aad-admin`: the harness reads mock-aad's journal (`/_admin/journal`) from the host at
+/// `https://<node IP>:ADMIN_NODE_PORT` (the node's address on the kind network answers from this machine).
+pub const ADMIN_NODE_PORT: u16 = 30443;
 /// A writable emptyDir (the root file system is read-only).
 const STATE_DIR: &str = "/var/run/mock-aad";
 
@@ -181,7 +184,7 @@ impl MockAadInCluster {
         })
     }
 
-    /// ConfigMap, Secret, ServiceAccount, Deployment and Service, in apply order.
+    /// ConfigMap, Secret, ServiceAccount, Deployment, its Service and the admin NodePort Service, in apply order.
     pub fn objects(&self, cluster_ip: Ipv4Addr) -> Vec<Value> {
         let labels = json!({ "app.kubernetes.io/name": "mock-aad", "app.kubernetes.io/managed-by": "keda-harness" });
         let selector = json!({ "app.kubernetes.io/name": "mock-aad" });
@@ -243,6 +246,18 @@ impl MockAadInCluster {
                     "ports": [
                         { "name": "https", "port": 443, "targetPort": "https", "protocol": "TCP" },
                         { "name": "postgres", "port": 5432, "targetPort": "postgres", "protocol": "TCP" },
+                    ],
+                }
+            }),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "mock-aad-admin", "namespace": HARNESS_NAMESPACE, "labels": labels },
+                "spec": {
+                    "type": "NodePort",
+                    "selector": selector,
+                    "ports": [
+                        { "name": "https", "port": 443, "targetPort": "https", "nodePort": ADMIN_NODE_PORT, "protocol": "TCP" },
                     ],
                 }
             }),

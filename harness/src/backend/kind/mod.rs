@@ -24,16 +24,22 @@ pub mod cell_plan;
 pub mod cluster;
 pub mod environment;
 pub mod keda;
+pub mod keda_images;
+pub mod keda_manifests;
 pub mod mock_aad;
+pub mod node_image;
 pub mod tools;
+pub mod world;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub use cluster::KindCluster;
 pub use environment::{EnvironmentError, KindEnvironment};
 pub use keda::{KedaHelmRelease, WorkloadIdentity};
+pub use keda_manifests::KedaManifests;
 pub use mock_aad::{MockAadInCluster, TlsPair};
 pub use tools::{Tool, ToolCommand};
+pub use world::{KindBackend, KindWorld};
 
 /// The ClusterIP pinned on mock-aad's Service (inside kind-config/default.yaml's `serviceSubnet`).
 pub const MOCK_AAD_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 200, 10);
@@ -98,6 +104,12 @@ pub struct KindSettings {
     pub cluster_name: String,
     /// A kindest/node image for a specific Kubernetes version; `None` takes the kind release's default.
     pub node_image: Option<String>,
+    /// The kind cluster config; `None`: kind-config/default.yaml.
+    pub kind_config: Option<std::path::PathBuf>,
+    /// KEDA from its tag's release manifests instead of the chart (where the chart cannot be fetched).
+    pub keda_manifests: Option<KedaManifests>,
+    /// Images built on this machine besides mock-aad (KEDA's, for the manifests path).
+    pub extra_images: Vec<String>,
     /// kedacore/keda chart version (the catalog entry's `helm_chart`).
     pub keda_chart_version: String,
     /// The identity KEDA's operator federates as (the chart's podIdentity.azureWorkload values).
@@ -117,6 +129,8 @@ pub struct KindPlan {
     /// Objects applied before KEDA: namespaces, the CA ConfigMap, mock-aad and the front.
     pub objects: Vec<serde_json::Value>,
     pub keda: KedaHelmRelease,
+    /// Set: KEDA from its release manifests (rendered and changed, [`KedaManifests::render`]), not the chart.
+    pub keda_manifests: Option<Vec<serde_json::Value>>,
 }
 
 impl KindPlan {
@@ -132,7 +146,7 @@ impl KindPlan {
         let keda = KedaHelmRelease::new(
             &settings.keda_chart_version,
             settings.identity.clone(),
-            host_aliases,
+            host_aliases.clone(),
         )?;
         let mut objects = vec![
             namespace(keda.namespace()),
@@ -140,13 +154,38 @@ impl KindPlan {
             ca_configmap(keda.namespace(), &settings.ca_pem),
         ];
         objects.extend(settings.mock_aad.objects(MOCK_AAD_CLUSTER_IP));
+        let keda_manifests = match &settings.keda_manifests {
+            Some(m) => {
+                let mut m = m.clone();
+                m.identity = settings.identity.clone();
+                m.host_aliases = host_aliases.clone();
+                Some(m.render()?)
+            }
+            None => None,
+        };
+        let mut cluster =
+            KindCluster::new(&settings.cluster_name).with_node_image(settings.node_image.clone());
+        if let Some(config) = &settings.kind_config {
+            cluster = cluster.with_config(config);
+        }
+        let mut images_to_load = vec![settings.mock_aad.image.clone()];
+        images_to_load.extend(settings.extra_images.iter().cloned());
         Ok(Self {
-            cluster: KindCluster::new(&settings.cluster_name)
-                .with_node_image(settings.node_image.clone()),
-            images_to_load: vec![settings.mock_aad.image.clone()],
+            cluster,
+            images_to_load,
             objects,
             keda,
+            keda_manifests,
         })
+    }
+
+    /// The tools [`KindPlan::apply`] runs (helm only for the chart).
+    pub fn tools(&self) -> Vec<Tool> {
+        let mut tools = vec![Tool::Docker, Tool::Kind, Tool::Kubectl];
+        if self.keda_manifests.is_none() {
+            tools.push(Tool::Helm);
+        }
+        tools
     }
 
     /// The objects as one multi-document YAML stream (what `kubectl apply -f -` gets).
@@ -176,13 +215,31 @@ impl KindPlan {
             )
             .with_stdin(self.objects_yaml()?),
         );
-        commands.push(self.keda.repo_add_command());
-        commands.push(self.keda.install_command(&self.cluster.kube_context())?);
-        if let Some(patch) = self
-            .keda
-            .host_aliases_patch_command(&self.cluster.kube_context())
-        {
-            commands.push(patch);
+        match &self.keda_manifests {
+            Some(objects) => commands.push(
+                ToolCommand::new(
+                    Tool::Kubectl,
+                    [
+                        "--context",
+                        &self.cluster.kube_context(),
+                        "apply",
+                        "--server-side",
+                        "-f",
+                        "-",
+                    ],
+                )
+                .with_stdin(to_yaml_stream(objects)?),
+            ),
+            None => {
+                commands.push(self.keda.repo_add_command());
+                commands.push(self.keda.install_command(&self.cluster.kube_context())?);
+                if let Some(patch) = self
+                    .keda
+                    .host_aliases_patch_command(&self.cluster.kube_context())
+                {
+                    commands.push(patch);
+                }
+            }
         }
         commands.push(ToolCommand::new(
             Tool::Kubectl,
@@ -217,18 +274,18 @@ impl KindPlan {
     /// the variable that overrides it.
     pub fn check_images(&self) -> Result<(), KindError> {
         for image in &self.images_to_load {
-            let present = std::process::Command::new(Tool::Docker.program())
-                .args(["image", "inspect", "--format", "{{.Id}}", image])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !present {
-                return Err(KindError::ImageMissing {
-                    image: image.clone(),
-                    env: mock_aad::IMAGE_ENV,
-                    hint: "build it with `bash ci/images/mock-aad.sh`",
-                });
+            if image.starts_with("keda-harness/keda") {
+                check_image_present(
+                    image,
+                    keda_images::BASE_IMAGE_ENV,
+                    "the kind backend builds it from the KEDA module build before the cluster starts",
+                )?;
+            } else {
+                check_image_present(
+                    image,
+                    mock_aad::IMAGE_ENV,
+                    "build it with `bash ci/images/mock-aad.sh`",
+                )?;
             }
         }
         Ok(())
@@ -237,7 +294,7 @@ impl KindPlan {
     /// Check every tool is installed and every image to load is present, then run [`KindPlan::commands`] in
     /// order; stops at the first failure.
     pub fn apply(&self) -> Result<(), KindError> {
-        for tool in [Tool::Docker, Tool::Kind, Tool::Kubectl, Tool::Helm] {
+        for tool in self.tools() {
             tool.locate()?;
         }
         self.check_images()?;
@@ -251,6 +308,29 @@ impl KindPlan {
     /// `kind delete cluster`.
     pub fn teardown_command(&self) -> ToolCommand {
         self.cluster.delete_command()
+    }
+}
+
+/// `image` is in Docker's image store, or [`KindError::ImageMissing`] naming `env` and `hint`.
+pub fn check_image_present(
+    image: &str,
+    env: &'static str,
+    hint: &'static str,
+) -> Result<(), KindError> {
+    let present = std::process::Command::new(Tool::Docker.program())
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        Ok(())
+    } else {
+        Err(KindError::ImageMissing {
+            image: image.to_string(),
+            env,
+            hint,
+        })
     }
 }
 

@@ -32,7 +32,7 @@ impl Tool {
     /// How to get it.
     pub fn install_hint(self) -> &'static str {
         match self {
-            Tool::Kind => "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation), e.g. `go install sigs.k8s.io/kind@v0.24.0`",
+            Tool::Kind => "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation), e.g. `go install sigs.k8s.io/kind@v0.33.0` (`bash ci/prepare.sh` does)",
             Tool::Helm => "install helm 3 (https://helm.sh/docs/intro/install/)",
             Tool::Kubectl => "install kubectl (https://kubernetes.io/docs/tasks/tools/)",
             Tool::Docker => "install Docker and start its daemon (`bash ci/prepare.sh` on Debian)",
@@ -60,6 +60,8 @@ pub struct ToolCommand {
     pub args: Vec<String>,
     /// Bytes written to the command's stdin (helm values, manifests), when any.
     pub stdin: Option<String>,
+    /// Variables set for it (`DOCKER_BUILDKIT=0`), shown before the program.
+    pub env: Vec<(String, String)>,
 }
 
 impl ToolCommand {
@@ -72,7 +74,14 @@ impl ToolCommand {
             tool,
             args: args.into_iter().map(Into::into).collect(),
             stdin: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Set `name=value` for it.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Feed `input` on stdin (the command names `-` as its file).
@@ -87,6 +96,7 @@ impl ToolCommand {
         let program = self.tool.locate()?;
         let mut command = Command::new(&program);
         command.args(self.args.iter().map(OsString::from));
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -129,6 +139,9 @@ impl ToolCommand {
 impl fmt::Display for ToolCommand {
     /// The command as one shell line (arguments quoted when they need it), `<<stdin` when fed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in &self.env {
+            write!(f, "{k}={v} ")?;
+        }
         f.write_str(self.tool.program())?;
         for arg in &self.args {
             let plain = !arg.is_empty()

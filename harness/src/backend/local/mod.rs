@@ -19,7 +19,7 @@
 
 mod aks_issuer;
 mod hpa;
-mod install;
+pub(crate) mod install;
 mod world;
 
 pub use world::{LocalWorld, StandUpOptions};

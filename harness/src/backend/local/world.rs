@@ -26,7 +26,7 @@ use crate::lifecycle::TrackedDir;
 use crate::observe::ScaledJobObserver;
 use crate::postgres::{LocalPostgres, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
-use crate::scenario::{redact, ApplyMode, ManifestChange, Scenario, SCALED_FIRST_PAUSE};
+use crate::scenario::{redact, ManifestChange, Scenario};
 
 /// The Entra login host KEDA's MSAL client talks to.
 const LOGIN_HOST: &str = "login.microsoftonline.com";
@@ -318,46 +318,7 @@ impl LocalWorld {
             control_plane.issuer_url(),
         ));
         say(&format!("applying the scenario's {} manifests ({} changes listed in the report); ready after {:.1} s ({})", applied.len(), changes.len(), clock.total_seconds(), clock.summary()));
-        // What KEDA objects reference goes first, and the ScaledJob/ScaledObject last after a moment: the
-        // operator resolves a TriggerAuthentication from its informer cache, and one it cannot see yet is
-        // treated as no authentication at all (KEDA logs "error getting triggerAuth" and builds the scaler with
-        // an empty password — a transient 28P01 even on fixed versions when everything is applied at once).
-        // `knobs.apply: all-at-once` leaves that race to KEDA, as `kubectl apply -f` of one file does.
-        match scenario.file.knobs.apply {
-            ApplyMode::ReferencedFirst => {
-                let (scalers, others): (Vec<_>, Vec<_>) = applied
-                    .iter()
-                    .partition(|d| d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject");
-                for doc in &others {
-                    apply(&client, doc).await?;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                for doc in &scalers {
-                    apply(&client, doc).await?;
-                }
-            }
-            ApplyMode::AllAtOnce => {
-                for doc in &applied {
-                    apply(&client, doc).await?;
-                }
-            }
-            ApplyMode::ScaledFirst => {
-                let is_scaler = |d: &&serde_norway::Value| {
-                    d["kind"] == "ScaledJob" || d["kind"] == "ScaledObject"
-                };
-                let is_namespace = |d: &&serde_norway::Value| d["kind"] == "Namespace";
-                for doc in applied.iter().filter(is_namespace) {
-                    apply(&client, doc).await?;
-                }
-                for doc in applied.iter().filter(is_scaler) {
-                    apply(&client, doc).await?;
-                }
-                tokio::time::sleep(SCALED_FIRST_PAUSE).await;
-                for doc in applied.iter().filter(|d| !is_scaler(d) && !is_namespace(d)) {
-                    apply(&client, doc).await?;
-                }
-            }
-        }
+        super::super::apply::apply_scenario(&client, scenario, &applied).await?;
         clock.end("apply manifests");
         let applied_at = Instant::now();
         let entra = Arc::new(entra);
