@@ -29,6 +29,8 @@ pub struct KindEnvironment {
     pub plan: KindPlan,
     pub postgres: ContainerPostgres,
     keep_cluster: bool,
+    /// How long each step of [`KindEnvironment::up`] took.
+    pub phases: Vec<crate::backend::PhaseTiming>,
     /// The run-state record of the cluster (a killed run's cluster is deleted by the next start).
     record: u64,
 }
@@ -54,7 +56,9 @@ impl KindEnvironment {
         })?;
         // From here on a failure must delete the cluster: keep it in a guard until the environment exists.
         let mut guard = ClusterGuard(Some((plan.cluster.clone(), record)));
+        let mut clock = crate::backend::PhaseClock::start();
         plan.cluster.create()?;
+        clock.end("kind create cluster");
         let postgres = ContainerPostgres::start(
             postgres
                 .with_network(KIND_DOCKER_NETWORK)
@@ -64,6 +68,7 @@ impl KindEnvironment {
         let upstream = postgres
             .network_addr()
             .expect("a container started with a network has an address on it");
+        clock.end("PostgreSQL container");
         settings.mock_aad.postgres_upstream = upstream;
         settings.mock_aad.front_args = front_args(upstream, &settings.mock_aad.principals);
         let plan = KindPlan::render(&settings)?;
@@ -71,12 +76,14 @@ impl KindEnvironment {
         for command in plan.commands()?.into_iter().skip(1) {
             tracing::info!(%command, "kind backend");
             command.run()?;
+            clock.end(&command.phase_name());
         }
         guard.0 = None;
         Ok(Self {
             plan,
             postgres,
             keep_cluster: std::env::var("KEDA_HARNESS_KEEP_CLUSTER").is_ok_and(|v| v == "1"),
+            phases: clock.into_phases(),
             record,
         })
     }

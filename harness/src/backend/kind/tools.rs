@@ -90,6 +90,29 @@ impl ToolCommand {
         self
     }
 
+    /// A short name for timing lines: the program and its first words that are not flags or their values
+    /// (`kind load docker-image`, `kubectl apply`, `kubectl rollout status deployment/keda-operator`).
+    pub fn phase_name(&self) -> String {
+        let mut words = vec![self.tool.program().to_string()];
+        let mut skip_value = false;
+        for a in &self.args {
+            if skip_value {
+                skip_value = false;
+                continue;
+            }
+            if a.starts_with('-') {
+                // `--context X`, `-n X`: the flag and its value say nothing of the step.
+                skip_value = !a.contains('=') && a != "-" && !a.starts_with("--server-side");
+                continue;
+            }
+            words.push(a.clone());
+            if words.len() == 4 {
+                break;
+            }
+        }
+        words.join(" ")
+    }
+
     /// Run it; `Ok(stdout)` on success, else an error with the command line, exit status and output.
     pub fn run(&self) -> Result<String, KindError> {
         use std::io::Write;
@@ -164,6 +187,29 @@ impl fmt::Display for ToolCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_names_keep_the_words_and_drop_flags() {
+        let c = ToolCommand::new(
+            Tool::Kubectl,
+            [
+                "--context",
+                "kind-x",
+                "-n",
+                "keda",
+                "rollout",
+                "status",
+                "deployment/keda-operator",
+                "--timeout=300s",
+            ],
+        );
+        assert_eq!(
+            c.phase_name(),
+            "kubectl rollout status deployment/keda-operator"
+        );
+        let c = ToolCommand::new(Tool::Kind, ["load", "docker-image", "img:1", "--name", "x"]);
+        assert_eq!(c.phase_name(), "kind load docker-image img:1");
+    }
 
     #[test]
     fn shell_line_quotes_what_needs_quoting() {

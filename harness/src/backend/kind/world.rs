@@ -256,6 +256,11 @@ impl KindWorld {
             .context("standing up the kind environment")?
         };
         clock.end("cluster + PostgreSQL + mock-aad + KEDA");
+        crate::progress!(
+            label,
+            "kind environment up: {}",
+            crate::backend::summarize_phases(&env.phases)
+        );
 
         let password = match scenario.file.postgres.auth {
             RoleAuth::Entra => None,
