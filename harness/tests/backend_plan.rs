@@ -99,8 +99,9 @@ fn auto_says_why_it_took_local() {
 }
 
 #[test]
-fn kind_refuses_to_run_a_cell_and_says_what_to_do() {
-    let out = harness(&["run", "--keda", "2.15.0", "--backend", "kind"]);
+fn existing_refuses_to_run_a_cell_and_says_what_to_do() {
+    // kind runs cells (harness/tests/kind_live.rs); `existing` is not built and says what to use instead.
+    let out = harness(&["run", "--keda", "2.15.0", "--backend", "existing"]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(
