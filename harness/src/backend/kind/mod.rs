@@ -274,19 +274,19 @@ impl KindPlan {
     /// the variable that overrides it.
     pub fn check_images(&self) -> Result<(), KindError> {
         for image in &self.images_to_load {
-            if image.starts_with("keda-harness/keda") {
-                check_image_present(
-                    image,
+            // KEDA's images are built by the backend itself; everything else is built by a ci/images script.
+            let (env, hint) = if image.starts_with("keda-harness/keda") {
+                (
                     keda_images::BASE_IMAGE_ENV,
                     "the kind backend builds it from the KEDA module build before the cluster starts",
-                )?;
+                )
             } else {
-                check_image_present(
-                    image,
+                (
                     mock_aad::IMAGE_ENV,
                     "build it with `bash ci/images/mock-aad.sh`",
-                )?;
-            }
+                )
+            };
+            check_image_present(image, env, hint)?;
         }
         Ok(())
     }
