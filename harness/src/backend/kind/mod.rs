@@ -22,6 +22,7 @@
 
 pub mod cell_plan;
 pub mod cluster;
+pub mod cluster_dns;
 pub mod environment;
 pub mod keda;
 pub mod keda_images;
@@ -126,7 +127,7 @@ pub struct KindPlan {
     pub cluster: KindCluster,
     /// Images built on this machine that the cluster cannot pull (`kind load docker-image`).
     pub images_to_load: Vec<String>,
-    /// Objects applied before KEDA: namespaces, the CA ConfigMap, mock-aad and the front.
+    /// Objects applied before KEDA: the cluster's DNS, namespaces, the CA ConfigMap, mock-aad and the front.
     pub objects: Vec<serde_json::Value>,
     pub keda: KedaHelmRelease,
     /// Set: KEDA from its release manifests (rendered and changed, [`KedaManifests::render`]), not the chart.
@@ -148,11 +149,13 @@ impl KindPlan {
             settings.identity.clone(),
             host_aliases.clone(),
         )?;
-        let mut objects = vec![
+        // The cluster's DNS first: closed to outside names before any other pod starts (cluster_dns).
+        let mut objects = cluster_dns::objects();
+        objects.extend([
             namespace(keda.namespace()),
             namespace(HARNESS_NAMESPACE),
             ca_configmap(keda.namespace(), &settings.ca_pem),
-        ];
+        ]);
         objects.extend(settings.mock_aad.objects(MOCK_AAD_CLUSTER_IP));
         let keda_manifests = match &settings.keda_manifests {
             Some(m) => {
