@@ -39,10 +39,44 @@ fi
 # Starts dockerd when no daemon answers. HTTP(S)_PROXY point at a dead loopback port: no registry is reachable
 # here, so an accidental pull fails at once instead of hanging. Images are built from Debian packages instead
 # (ci/images/); each build is skipped when its image exists.
+#
+# Which dockerd: the PostgreSQL and mock-aad containers go through testcontainers-rs, which sends Engine API 1.53
+# on every request. Debian 12's docker.io (20.10) speaks 1.41, so where the installed dockerd is older than 29
+# this script builds moby's engine (harness/go/dockerd: dockerd and docker-proxy from github.com/moby/moby/v2)
+# into /usr/local/lib/keda-harness/ and runs that instead, on Debian's containerd and runc, keeping the image
+# store the old daemon used (containerd-snapshotter off). A daemon someone else started is left alone.
+#
 # Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE (this project's CI machines), runc cannot
 # start a `--privileged` container, so kind's node cannot start: dockerd then runs containers through
 # keda-harness-runc (harness/go/node-tools/cmd/runc-wrapper), which drops that capability from the spec. Only
 # there: on other machines dockerd keeps its own runc.
+min_api=1.53
+moby_version=$(awk '$1 == "github.com/moby/moby/v2" {print $2}' "$here/harness/go/dockerd/go.mod")
+api_at_least() { printf '%s\n%s\n' "$min_api" "$1" | sort -V -C; }
+dockerd_bin=dockerd
+dockerd_args=()
+installed_major=$(dockerd --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p')
+if [ -z "$installed_major" ] || [ "$installed_major" -lt 29 ]; then
+  moby_dir=/usr/local/lib/keda-harness/moby-$moby_version
+  if [ ! -x "$moby_dir/dockerd" ] || [ ! -x "$moby_dir/docker-proxy" ]; then
+    need_root
+    command -v go >/dev/null || { echo "Go is required to build dockerd (harness/go/dockerd): install Go >= 1.26" >&2; exit 1; }
+    step "build dockerd and docker-proxy from github.com/moby/moby/v2@$moby_version (installed dockerd: ${installed_major:-none}; testcontainers needs API >= $min_api; a cold Go cache takes about 6 minutes)"
+    mkdir -p "$moby_dir.partial"
+    log=/var/log/keda-harness-moby-build.log
+    (cd "$here/harness/go/dockerd" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -buildvcs=false \
+        -ldflags "-s -w -X github.com/moby/moby/v2/dockerversion.Version=moby-$moby_version" -o "$moby_dir.partial/" \
+        github.com/moby/moby/v2/cmd/dockerd github.com/moby/moby/v2/cmd/docker-proxy) >"$log" 2>&1 || {
+      echo "building dockerd failed; last lines of $log:" >&2; tail -n 30 "$log" >&2; exit 1; }
+    rm -rf "$moby_dir" && mv "$moby_dir.partial" "$moby_dir"
+  fi
+  dockerd_bin=$moby_dir/dockerd
+  dockerd_args+=(--userland-proxy-path "$moby_dir/docker-proxy" --feature containerd-snapshotter=false)
+  # moby's default spec asks for a time namespace; runc before 1.2 (Debian 12 has 1.1.5) does not know one.
+  if ! runc features 2>/dev/null | python3 -c 'import json, sys; sys.exit("time" not in json.load(sys.stdin)["linux"]["namespaces"])' 2>/dev/null; then
+    dockerd_args+=(--feature time-namespaces=false)
+  fi
+fi
 runc_front=
 capbnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
 if [ -n "$capbnd" ] && (( ((16#$capbnd) >> 24 & 1) == 0 )); then
@@ -55,34 +89,42 @@ if [ -n "$capbnd" ] && (( ((16#$capbnd) >> 24 & 1) == 0 )); then
     (cd "$here/harness/go/node-tools" && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -buildvcs=false \
         -ldflags "-s -w" -o "$runc_front.partial" ./cmd/runc-wrapper) && mv "$runc_front.partial" "$runc_front"
   fi
-  # A dockerd this script started earlier without the front is restarted with it; someone else's is left alone.
-  if docker info >/dev/null 2>&1 && [ "$(docker info --format '{{.DefaultRuntime}}')" != keda-harness-runc ]; then
+  dockerd_args+=(--add-runtime "keda-harness-runc=$runc_front" --default-runtime keda-harness-runc)
+fi
+# A running daemon this script started earlier is restarted when it lacks the front or speaks too old an API;
+# someone else's is left alone, with what to change.
+if docker info >/dev/null 2>&1; then
+  api=$(docker version --format '{{.Server.APIVersion}}' 2>/dev/null || echo 0)
+  runtime=$(docker info --format '{{.DefaultRuntime}}')
+  if ! api_at_least "$api" || { [ -n "$runc_front" ] && [ "$runtime" != keda-harness-runc ]; }; then
     if [ -f /var/run/keda-harness-dockerd.pid ] && kill -0 "$(cat /var/run/keda-harness-dockerd.pid)" 2>/dev/null; then
-      step "restart dockerd with keda-harness-runc as its default runtime"
+      step "restart dockerd ($dockerd_bin; API $api before, default runtime $runtime before)"
       old=$(cat /var/run/keda-harness-dockerd.pid)
       kill "$old"
       # Until it has exited: it removes its pid file last, and a new dockerd refuses to start beside that file.
       for _ in $(seq 1 60); do kill -0 "$old" 2>/dev/null || break; sleep 1; done
     else
-      echo "note: this machine's dockerd was not started by ci/prepare.sh and does not use keda-harness-runc; privileged" >&2
-      echo "      containers (kind's nodes) fail here until it does: add to /etc/docker/daemon.json" >&2
-      echo "      {\"runtimes\": {\"keda-harness-runc\": {\"path\": \"$runc_front\"}}, \"default-runtime\": \"keda-harness-runc\"} and restart it" >&2
+      echo "note: this machine's dockerd was not started by ci/prepare.sh (API $api, default runtime $runtime)." >&2
+      api_at_least "$api" || echo "      testcontainers-rs needs Engine API >= $min_api (Docker >= 29): upgrade it." >&2
+      [ -n "$runc_front" ] && [ "$runtime" != keda-harness-runc ] && {
+        echo "      Privileged containers (kind's nodes) fail here until it runs keda-harness-runc: add to /etc/docker/daemon.json" >&2
+        echo "      {\"runtimes\": {\"keda-harness-runc\": {\"path\": \"$runc_front\"}}, \"default-runtime\": \"keda-harness-runc\"} and restart it" >&2; }
     fi
   fi
 fi
 if ! docker info >/dev/null 2>&1; then
   need_root
-  step "start dockerd (log /var/log/keda-harness-dockerd.log)"
-  command -v dockerd >/dev/null || { echo "dockerd not found: apt-get install docker.io" >&2; exit 1; }
+  step "start $dockerd_bin (log /var/log/keda-harness-dockerd.log)"
+  command -v "$dockerd_bin" >/dev/null || { echo "dockerd not found: apt-get install docker.io" >&2; exit 1; }
   mkdir -p /var/lib/docker /var/run/docker-exec
-  runtime_args=()
-  [ -n "$runc_front" ] && runtime_args=(--add-runtime "keda-harness-runc=$runc_front" --default-runtime keda-harness-runc)
   HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
-    setsid nohup dockerd --host unix:///var/run/docker.sock --data-root /var/lib/docker \
-      --exec-root /var/run/docker-exec --pidfile /var/run/keda-harness-dockerd.pid "${runtime_args[@]}" \
+    setsid nohup "$dockerd_bin" --host unix:///var/run/docker.sock --data-root /var/lib/docker \
+      --exec-root /var/run/docker-exec --pidfile /var/run/keda-harness-dockerd.pid "${dockerd_args[@]}" \
       >>/var/log/keda-harness-dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not answer within 60 s; see /var/log/keda-harness-dockerd.log" >&2; tail -n 20 /var/log/keda-harness-dockerd.log >&2; exit 1; }
+  echo "dockerd: $(docker version --format 'server {{.Server.Version}}, API {{.Server.APIVersion}}, default runtime')" \
+    "$(docker info --format '{{.DefaultRuntime}}')"
 fi
 step "offline images (ci/images/)"
 bash "$here/ci/images/postgres.sh"
