@@ -4,19 +4,25 @@
 //! `login.microsoftonline.com` over TLS with the run CA. What kind adds on a networked machine is only the
 //! Service and the operator's hostAliases.
 //!
+//! The container goes through testcontainers (`MockAadImage`: ready on mock-aad's ready line; removed on drop,
+//! passing or not).
+//!
 //! Gate: Tier::Docker (a daemon, and the image: `bash ci/images/mock-aad.sh`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keda_harness::backend::kind::mock_aad::{
-    certificate_names, kind_trusted_issuer, DEFAULT_IMAGE,
+    certificate_names, kind_trusted_issuer, DEFAULT_IMAGE, ENTRA_PORT,
 };
-use keda_harness::backend::kind::{MockAadInCluster, TlsPair, ENTRA_HOST};
-use keda_harness::postgres::container::docker_available;
+use keda_harness::backend::kind::{MockAadImage, MockAadInCluster, TlsPair, ENTRA_HOST};
+use keda_harness::postgres::container::{docker_available, publish_only_on};
 use keda_harness::prereq::{require, Tier};
 use mock_aad::ca::TestCa;
+use testcontainers::core::{AccessMode, IntoContainerPort, Mount};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::ImageExt;
 
 const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
@@ -38,14 +44,6 @@ fn image_present() -> Result<(), String> {
         Err(format!(
             "image {DEFAULT_IMAGE} is missing; build it with `bash ci/images/mock-aad.sh`"
         ))
-    }
-}
-
-/// Removes the container when the test ends, passing or not.
-struct Container(String);
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
     }
 }
 
@@ -100,59 +98,33 @@ async fn the_image_serves_entra_discovery_with_the_rendered_command_line() {
         }
     }
 
-    let config_mount = format!("{}:/etc/mock-aad/config:ro", config_dir.display());
-    let tls_mount = format!("{}:/etc/mock-aad/tls:ro", tls_dir.display());
-    let mut args = vec![
-        "run",
-        "-d",
-        "--read-only",
-        "--user",
-        "65532:65532",
-        "--cap-drop",
-        "ALL",
-        "--tmpfs",
-        "/var/run/mock-aad:uid=65532",
-        "-p",
-        "127.0.0.1::8443",
-        "-v",
-        &config_mount,
-        "-v",
-        &tls_mount,
-        DEFAULT_IMAGE,
-    ];
-    args.extend(in_cluster.entra_args.iter().map(String::as_str));
-    let run = docker(&args);
-    assert!(
-        run.status.success(),
-        "docker run: {}",
-        String::from_utf8_lossy(&run.stderr)
+    // As the Deployment runs it: read-only root, uid 65532, no capabilities, an emptyDir for state.
+    let container = MockAadImage::new(&in_cluster)
+        .with_mount(
+            Mount::bind_mount(config_dir.display().to_string(), "/etc/mock-aad/config")
+                .with_access_mode(AccessMode::ReadOnly),
+        )
+        .with_mount(
+            Mount::bind_mount(tls_dir.display().to_string(), "/etc/mock-aad/tls")
+                .with_access_mode(AccessMode::ReadOnly),
+        )
+        .with_mount(Mount::tmpfs_mount("/var/run/mock-aad"))
+        .with_readonly_rootfs(true)
+        .with_user("65532:65532")
+        .with_cap_drop("ALL")
+        .with_mapped_port(0, ENTRA_PORT.tcp())
+        .with_host_config_modifier(publish_only_on(
+            Ipv4Addr::LOCALHOST.into(),
+            ENTRA_PORT.tcp(),
+        ))
+        .with_startup_timeout(Duration::from_secs(30))
+        .start()
+        .await
+        .expect("mock-aad starts and prints its ready line");
+    let published = SocketAddr::new(
+        Ipv4Addr::LOCALHOST.into(),
+        container.get_host_port_ipv4(ENTRA_PORT).await.unwrap(),
     );
-    let container = Container(String::from_utf8_lossy(&run.stdout).trim().to_string());
-
-    // mock-aad prints one JSON line with "event": "ready" on stdout when it serves.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = docker(&["logs", &container.0]);
-        let stdout = String::from_utf8_lossy(&logs.stdout).into_owned();
-        if stdout.contains("\"ready\"") {
-            break;
-        }
-        let running = docker(&["inspect", "-f", "{{.State.Running}}", &container.0]);
-        assert!(
-            Instant::now() < deadline && String::from_utf8_lossy(&running.stdout).trim() == "true",
-            "mock-aad did not get ready:\n{stdout}\n{}",
-            String::from_utf8_lossy(&logs.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let port_line = docker(&["port", &container.0, "8443/tcp"]);
-    let published: SocketAddr = String::from_utf8_lossy(&port_line.stdout)
-        .lines()
-        .next()
-        .expect("published port")
-        .trim()
-        .parse()
-        .expect("ip:port");
 
     // A client that trusts only the run CA and resolves login.microsoftonline.com to the container.
     let client = reqwest::Client::builder()

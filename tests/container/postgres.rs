@@ -68,7 +68,6 @@ async fn password_method_answers_an_empty_password_with_28p01_through_docker() {
         ContainerPostgresConfig::default()
             .with_image(&image)
             .with_network(&network)
-            .with_network_alias("pg.test.internal")
             .with_host_auth(HostAuth::Password),
     )
     .await
@@ -101,7 +100,7 @@ async fn password_method_answers_an_empty_password_with_28p01_through_docker() {
     assert_eq!(code, "28P01");
     assert_eq!(message, "empty password returned by client");
 
-    // A peer on the chosen network reaches the server by its alias (psql from the same image).
+    // A peer on the chosen network reaches the server by its container name (psql from the same image).
     let peer = docker_cli(&[
         "run",
         "--rm",
@@ -113,7 +112,7 @@ async fn password_method_answers_an_empty_password_with_28p01_through_docker() {
         "psql",
         &image,
         "-h",
-        "pg.test.internal",
+        pg.container_name(),
         "-U",
         "postgres",
         "-d",

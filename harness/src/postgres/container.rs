@@ -7,11 +7,11 @@
 //! variables (`POSTGRES_PASSWORD`, `POSTGRES_HOST_AUTH_METHOD`, ...) and print the same
 //! "PostgreSQL init process complete" line, so this provider treats them alike.
 //!
-//! Why bollard and not testcontainers: testcontainers-rs 0.28 talks to Docker through bollard 0.21 with the
-//! API version fixed at 1.53 in every request path, and never negotiates. A daemon that only speaks an older
-//! API (Debian 12's docker.io 20.10 speaks 1.41 — the daemon this project's machines run) answers every call
-//! with "client version 1.53 is too new". bollard's own `negotiate_version` settles on the highest version both
-//! sides speak, so the same code works against Docker 20.10 here and Docker 29 (minimum API 1.44) on a laptop.
+//! The container goes through testcontainers-rs ([`PostgresImage`] is its `Image`: readiness is the entrypoint's
+//! init-complete line, then a superuser session). testcontainers 0.28 sends Engine API 1.53 on every request and
+//! never negotiates, so it needs Docker >= 29: on machines whose dockerd is older (Debian 12's docker.io speaks
+//! 1.41) `bash ci/prepare.sh` runs dockerd built from moby's engine module. bollard stays for what testcontainers
+//! has no call for: labelled networks, image inspection and the sweep of containers a killed run left.
 //!
 //! TCP clients authenticate with the chosen [`HostAuth`] (`password` reproduces the customer's `empty
 //! password returned by client`). The superuser `postgres` has a random password, so seeding works whatever
@@ -20,23 +20,23 @@
 //! Containers carry the label `keda-harness.owner-pid`; a start removes containers whose owning process is
 //! gone (a run killed before its drop ran).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding,
-};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::models::{NetworkCreateRequest, PortBinding};
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use sqlx::postgres::PgConnectOptions;
+use testcontainers::core::logs::consumer::LogConsumer;
+use testcontainers::core::logs::LogFrame;
+use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, Image, ImageExt};
 
 use super::{HostAuth, PostgresServer};
 use crate::process::{wait_until, Poll};
@@ -49,9 +49,11 @@ pub const OFFLINE_IMAGE: &str = "keda-harness/postgres:15-bookworm";
 pub const IMAGE_ENV: &str = "KEDA_HARNESS_POSTGRES_IMAGE";
 /// The label that marks containers (and networks) this provider created, valued with the owner's pid.
 pub const OWNER_LABEL: &str = "keda-harness.owner-pid";
-/// Both supported images print this on stdout once initdb and the init scripts are done.
+/// Both supported images print this on stdout once initdb and the init scripts are done (the official image's
+/// docker-entrypoint.sh; ci/images/postgres.sh runs the same entrypoint).
 const INIT_COMPLETE: &str = "PostgreSQL init process complete; ready for start up.";
 const SUPERUSER: &str = "postgres";
+const PORT: ContainerPort = ContainerPort::Tcp(5432);
 
 /// Errors starting or removing a PostgreSQL container.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +76,29 @@ pub enum ContainerError {
     ImageUnavailable {
         image: String,
         #[source]
-        source: bollard::errors::Error,
+        source: Box<testcontainers::TestcontainersError>,
+    },
+    #[error(
+        "starting PostgreSQL container {container} from {image}: {source}. testcontainers needs Docker Engine \
+         API >= 1.53 (Docker >= 29); `bash ci/prepare.sh` runs such a dockerd where the machine's is older"
+    )]
+    Start {
+        container: String,
+        image: String,
+        #[source]
+        source: Box<testcontainers::TestcontainersError>,
     },
     #[error("PostgreSQL container {container} did not become ready: {reason}\ncontainer log:\n{log_tail}")]
     NotReady {
         container: String,
         reason: String,
         log_tail: String,
+    },
+    #[error("removing container {container}: {source}")]
+    Remove {
+        container: String,
+        #[source]
+        source: Box<testcontainers::TestcontainersError>,
     },
     #[error("container {container} has no {what} (docker inspect)")]
     Inspect { container: String, what: String },
@@ -96,7 +114,6 @@ fn docker_err(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) ->
 pub struct ContainerPostgresConfig {
     image: String,
     network: Option<String>,
-    network_alias: Option<String>,
     host_auth: HostAuth,
     publish_ip: IpAddr,
     startup_timeout: Duration,
@@ -112,7 +129,6 @@ impl Default for ContainerPostgresConfig {
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_IMAGE.to_string()),
             network: None,
-            network_alias: None,
             host_auth: HostAuth::Password,
             publish_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             startup_timeout: Duration::from_secs(120),
@@ -128,15 +144,9 @@ impl ContainerPostgresConfig {
     }
 
     /// Attach the container to this Docker network (created, bridge driver, when it does not exist; e.g.
-    /// `kind` to sit beside a kind cluster's nodes).
+    /// `kind` to sit beside a kind cluster's nodes). Peers on it reach the server by the container's name.
     pub fn with_network(mut self, network: impl Into<String>) -> Self {
         self.network = Some(network.into());
-        self
-    }
-
-    /// A DNS name peers on the network reach the server by (only with [`Self::with_network`]).
-    pub fn with_network_alias(mut self, alias: impl Into<String>) -> Self {
-        self.network_alias = Some(alias.into());
         self
     }
 
@@ -164,10 +174,126 @@ impl ContainerPostgresConfig {
     }
 }
 
+/// PostgreSQL as a testcontainers [`Image`]: an image that follows the official postgres image's contract
+/// (its `POSTGRES_*` variables and entrypoint), ready once the entrypoint says init is complete.
+#[derive(Debug, Clone)]
+pub struct PostgresImage {
+    name: String,
+    tag: String,
+    env: Vec<(String, String)>,
+    cmd: Vec<String>,
+}
+
+impl PostgresImage {
+    /// `image` as `name[:tag]` (default tag `latest`); the superuser's password and the TCP pg_hba method.
+    pub fn new(image: &str, superuser_password: &str, host_auth: HostAuth) -> Self {
+        let (name, tag) = split_image(image);
+        Self {
+            name,
+            tag,
+            env: vec![
+                ("POSTGRES_PASSWORD".into(), superuser_password.into()),
+                ("POSTGRES_USER".into(), SUPERUSER.into()),
+                (
+                    "POSTGRES_HOST_AUTH_METHOD".into(),
+                    host_auth.pg_hba_method().into(),
+                ),
+            ],
+            // Connections are logged so tests can see who reached the server.
+            cmd: [
+                "-c",
+                "log_connections=on",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// `name:tag` split at the tag's colon (not a registry port's): `localhost:5000/pg` has tag `latest`.
+pub fn split_image(image: &str) -> (String, String) {
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (
+            image[..last_slash + i].to_string(),
+            image[last_slash + i + 1..].to_string(),
+        ),
+        None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+impl Image for PostgresImage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The official image runs a socket-only server during init; the line marks its end. A superuser session
+    /// over TCP ([`ContainerPostgres::start`]) is the second condition.
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::message_on_stdout(INIT_COMPLETE)]
+    }
+
+    fn env_vars(
+        &self,
+    ) -> impl IntoIterator<Item = (impl Into<Cow<'_, str>>, impl Into<Cow<'_, str>>)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    fn cmd(&self) -> impl IntoIterator<Item = impl Into<Cow<'_, str>>> {
+        self.cmd.iter().map(String::as_str)
+    }
+
+    fn expose_ports(&self) -> &[ContainerPort] {
+        &[PORT]
+    }
+}
+
+/// A testcontainers host-config modifier that publishes `port` on `ip` only, on a port Docker picks
+/// (testcontainers' own mapping binds every interface; a test server has no business on them).
+pub fn publish_only_on(
+    ip: IpAddr,
+    port: ContainerPort,
+) -> impl Fn(&mut bollard::models::HostConfig) + Send + Sync + 'static {
+    move |host| {
+        host.port_bindings = Some(HashMap::from([(
+            port.to_string(),
+            Some(vec![PortBinding {
+                host_ip: Some(ip.to_string()),
+                host_port: Some(String::new()),
+            }]),
+        )]));
+    }
+}
+
+/// Copies the container's stdout and stderr into a shared string as they arrive.
+struct LogCollector(Arc<Mutex<String>>);
+
+impl LogConsumer for LogCollector {
+    fn accept<'a>(&'a self, record: &'a LogFrame) -> BoxFuture<'a, ()> {
+        let bytes = match record {
+            LogFrame::StdOut(b) | LogFrame::StdErr(b) => b,
+        };
+        self.0
+            .lock()
+            .expect("log lock")
+            .push_str(&String::from_utf8_lossy(bytes));
+        Box::pin(async {})
+    }
+}
+
 /// A running PostgreSQL container; removed (with the network, when this handle created it) on drop.
+///
+/// Field order is drop order: the container (testcontainers removes it on drop) before the network.
 pub struct ContainerPostgres {
-    docker: Docker,
-    container_id: String,
+    container: Option<ContainerAsync<PostgresImage>>,
     container_name: String,
     image: String,
     addr: SocketAddr,
@@ -177,8 +303,6 @@ pub struct ContainerPostgres {
     host_auth: HostAuth,
     superuser_password: String,
     log: Arc<Mutex<String>>,
-    log_task: Option<tokio::task::JoinHandle<()>>,
-    removed: bool,
     /// The run-state record (so a killed run's container is removed by the next start).
     record: Option<u64>,
 }
@@ -290,24 +414,6 @@ async fn sweep_stale_containers(docker: &Docker) {
     }
 }
 
-async fn ensure_image(docker: &Docker, image: &str) -> Result<(), ContainerError> {
-    if docker.inspect_image(image).await.is_ok() {
-        return Ok(());
-    }
-    tracing::info!(image, "pulling image");
-    let options = CreateImageOptionsBuilder::default()
-        .from_image(image)
-        .build();
-    let mut pull = docker.create_image(Some(options), None, None);
-    while let Some(step) = pull.next().await {
-        step.map_err(|source| ContainerError::ImageUnavailable {
-            image: image.to_string(),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
 /// Create `network` unless it exists; true when this call created it.
 async fn ensure_network(docker: &Docker, network: &str) -> Result<bool, ContainerError> {
     if docker.inspect_network(network, None).await.is_ok() {
@@ -331,96 +437,54 @@ async fn ensure_network(docker: &Docker, network: &str) -> Result<bool, Containe
 }
 
 impl ContainerPostgres {
-    /// Pull the image if needed (fails fast where no registry is reachable), create and start the
-    /// container, and wait until the superuser can run a query over the published port.
+    /// Start the container through testcontainers (an image missing here is pulled, which fails fast where
+    /// no registry is reachable), then wait until the superuser can run a query over the published port.
+    #[tracing::instrument(name = "postgres_container", skip_all, fields(image = %config.image))]
     pub async fn start(config: ContainerPostgresConfig) -> Result<Self, ContainerError> {
         let docker = connect_docker().await?;
         sweep_stale_containers(&docker).await;
-        ensure_image(&docker, &config.image).await?;
         let created_network = match &config.network {
             Some(n) => ensure_network(&docker, n).await?,
             None => false,
         };
-
         let superuser_password = random_password();
         let container_name = format!(
             "keda-harness-postgres-{}-{}",
             std::process::id(),
             &random_password()[..8].to_lowercase()
         );
-        let port_key = "5432/tcp".to_string();
-        let host_config = HostConfig {
-            port_bindings: Some(HashMap::from([(
-                port_key.clone(),
-                Some(vec![PortBinding {
-                    host_ip: Some(config.publish_ip.to_string()),
-                    // Empty: Docker picks a free port.
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            network_mode: config.network.clone(),
-            ..Default::default()
+        // Recorded by name before it exists: a run killed while testcontainers waits leaves it to the reaper.
+        let record = crate::lifecycle::record(crate::lifecycle::Resource::Container {
+            id: container_name.clone(),
+            name: container_name.clone(),
+        })?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut request = PostgresImage::new(&config.image, &superuser_password, config.host_auth)
+            .with_container_name(&container_name)
+            .with_label(OWNER_LABEL, std::process::id().to_string())
+            .with_label("keda-harness.role", "postgres")
+            .with_mapped_port(0, PORT)
+            .with_host_config_modifier(publish_only_on(config.publish_ip, PORT))
+            .with_startup_timeout(config.startup_timeout)
+            .with_log_consumer(LogCollector(log.clone()));
+        if let Some(network) = &config.network {
+            request = request.with_network(network);
+        }
+        let started = request.start().await;
+        let container = match started {
+            Ok(c) => c,
+            Err(source) => {
+                // testcontainers removed what it created; the network is ours to remove.
+                if created_network {
+                    remove_network(&docker, config.network.as_deref()).await;
+                }
+                crate::lifecycle::forget(record);
+                return Err(start_error(&config.image, &container_name, source, &log));
+            }
         };
-        let networking_config = config.network.as_ref().map(|n| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                n.clone(),
-                EndpointSettings {
-                    aliases: config.network_alias.clone().map(|a| vec![a]),
-                    ..Default::default()
-                },
-            )])),
-        });
-        let body = ContainerCreateBody {
-            image: Some(config.image.clone()),
-            env: Some(vec![
-                format!("POSTGRES_PASSWORD={superuser_password}"),
-                format!("POSTGRES_USER={SUPERUSER}"),
-                format!(
-                    "POSTGRES_HOST_AUTH_METHOD={}",
-                    config.host_auth.pg_hba_method()
-                ),
-            ]),
-            // Connections are logged so tests can see who reached the server.
-            cmd: Some(
-                [
-                    "-c",
-                    "log_connections=on",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=200",
-                ]
-                .map(String::from)
-                .to_vec(),
-            ),
-            exposed_ports: Some(vec![port_key.clone()]),
-            labels: Some(HashMap::from([
-                (OWNER_LABEL.to_string(), std::process::id().to_string()),
-                ("keda-harness.role".to_string(), "postgres".to_string()),
-            ])),
-            host_config: Some(host_config),
-            networking_config,
-            ..Default::default()
-        };
-        let created = docker
-            .create_container(
-                Some(
-                    CreateContainerOptionsBuilder::default()
-                        .name(&container_name)
-                        .build(),
-                ),
-                body,
-            )
-            .await
-            .map_err(docker_err(format!(
-                "creating container from {}",
-                config.image
-            )))?;
-
         // From here on a failure must still remove the container: build the handle first.
         let mut pg = ContainerPostgres {
-            docker: docker.clone(),
-            container_id: created.id.clone(),
+            container: Some(container),
             container_name,
             image: config.image.clone(),
             addr: SocketAddr::new(config.publish_ip, 0),
@@ -429,26 +493,10 @@ impl ContainerPostgres {
             created_network,
             host_auth: config.host_auth,
             superuser_password,
-            log: Arc::new(Mutex::new(String::new())),
-            log_task: None,
-            removed: false,
-            record: None,
+            log,
+            record: Some(record),
         };
-        pg.record = Some(crate::lifecycle::record(
-            crate::lifecycle::Resource::Container {
-                id: created.id.clone(),
-                name: pg.container_name.clone(),
-            },
-        )?);
-        docker
-            .start_container(&created.id, None)
-            .await
-            .map_err(docker_err(format!(
-                "starting container {}",
-                pg.container_name
-            )))?;
-        pg.log_task = Some(pg.follow_logs());
-        pg.read_addresses(&port_key).await?;
+        pg.read_addresses().await?;
         pg.wait_ready(config.startup_timeout).await?;
         tracing::info!(
             addr = %pg.addr,
@@ -461,77 +509,45 @@ impl ContainerPostgres {
         Ok(pg)
     }
 
-    /// Copy the container's stdout and stderr into `self.log` as they arrive.
-    fn follow_logs(&self) -> tokio::task::JoinHandle<()> {
-        let docker = self.docker.clone();
-        let id = self.container_id.clone();
-        let log = self.log.clone();
-        tokio::spawn(async move {
-            let options = LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build();
-            let mut stream = docker.logs(&id, Some(options));
-            while let Some(Ok(chunk)) = stream.next().await {
-                let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
-                log.lock().expect("log lock").push_str(&text);
-            }
-        })
+    fn container(&self) -> &ContainerAsync<PostgresImage> {
+        self.container
+            .as_ref()
+            .expect("the container is only taken by remove and drop")
     }
 
-    async fn read_addresses(&mut self, port_key: &str) -> Result<(), ContainerError> {
-        let info = self
-            .docker
-            .inspect_container(&self.container_id, None)
-            .await
-            .map_err(docker_err(format!("inspecting {}", self.container_name)))?;
+    async fn read_addresses(&mut self) -> Result<(), ContainerError> {
         let missing = |what: &str| ContainerError::Inspect {
             container: self.container_name.clone(),
             what: what.to_string(),
         };
-        let settings = info
-            .network_settings
-            .ok_or_else(|| missing("network settings"))?;
-        let host_port = settings
-            .ports
-            .as_ref()
-            .and_then(|p| p.get(port_key).cloned().flatten())
-            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
-            .and_then(|p| p.parse::<u16>().ok())
-            .ok_or_else(|| missing("published port for 5432/tcp"))?;
+        let host_port = self
+            .container()
+            .get_host_port_ipv4(PORT)
+            .await
+            .map_err(|_| missing("published port for 5432/tcp"))?;
         self.addr.set_port(host_port);
         if let Some(network) = &self.network {
-            let ip = settings
-                .networks
-                .as_ref()
-                .and_then(|n| n.get(network))
-                .and_then(|e| e.ip_address.clone())
-                .and_then(|ip| ip.parse::<IpAddr>().ok())
-                .ok_or_else(|| missing(&format!("IP address on network {network}")))?;
+            let ip = self
+                .container()
+                .get_bridge_ip_address()
+                .await
+                .map_err(|_| missing(&format!("IP address on network {network}")))?;
             self.network_addr = Some(SocketAddr::new(ip, 5432));
         }
         Ok(())
     }
 
     async fn wait_ready(&self, timeout: Duration) -> Result<(), ContainerError> {
+        let container = self.container();
         let result = wait_until(
             "the PostgreSQL container to accept the superuser",
             timeout,
             Duration::from_millis(200),
             || {
-                let docker = self.docker.clone();
-                let id = self.container_id.clone();
-                let log = self.server_log();
                 let options = self.superuser_options();
                 async move {
-                    let state = docker.inspect_container(&id, None).await;
-                    if let Ok(Some(false)) = state.map(|s| s.state.and_then(|s| s.running)) {
+                    if let Ok(false) = container.is_running().await {
                         return Poll::Abort("the container exited".to_string());
-                    }
-                    // The official image runs a socket-only server during init: wait for its end first.
-                    if !log.contains(INIT_COMPLETE) && !log.contains("Skipping initialization") {
-                        return Poll::NotYet("init (initdb) not complete yet".to_string());
                     }
                     use sqlx::Connection;
                     match sqlx::PgConnection::connect_with(&options).await {
@@ -554,10 +570,10 @@ impl ContainerPostgres {
 
     /// The container's id.
     pub fn container_id(&self) -> &str {
-        &self.container_id
+        self.container().id()
     }
 
-    /// The container's name (`keda-harness-postgres-<pid>-<random>`).
+    /// The container's name (`keda-harness-postgres-<pid>-<random>`); peers on [`Self::network`] resolve it.
     pub fn container_name(&self) -> &str {
         &self.container_name
     }
@@ -589,25 +605,19 @@ impl ContainerPostgres {
 
     /// Remove the container now (and the network, when this handle created it and nothing else uses it).
     pub async fn remove(mut self) -> Result<(), ContainerError> {
-        self.remove_now().await
-    }
-
-    async fn remove_now(&mut self) -> Result<(), ContainerError> {
-        if self.removed {
-            return Ok(());
+        if let Some(container) = self.container.take() {
+            let id = container.id().to_string();
+            container
+                .rm()
+                .await
+                .map_err(|source| ContainerError::Remove {
+                    container: id,
+                    source: Box::new(source),
+                })?;
         }
-        self.removed = true;
-        if let Some(task) = self.log_task.take() {
-            task.abort();
+        if self.created_network {
+            remove_network(&connect_docker().await?, self.network.as_deref()).await;
         }
-        remove_container_and_network(
-            &self.docker,
-            &self.container_id,
-            self.created_network
-                .then_some(self.network.as_deref())
-                .flatten(),
-        )
-        .await?;
         if let Some(id) = self.record.take() {
             crate::lifecycle::forget(id);
         }
@@ -615,30 +625,41 @@ impl ContainerPostgres {
     }
 }
 
-async fn remove_container_and_network(
-    docker: &Docker,
-    container_id: &str,
-    network: Option<&str>,
-) -> Result<(), ContainerError> {
-    docker
-        .remove_container(
-            container_id,
-            Some(
-                RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .v(true)
-                    .build(),
-            ),
-        )
-        .await
-        .map_err(docker_err(format!("removing container {container_id}")))?;
+/// What a failed testcontainers start means here: a pull that could not happen, a container that never
+/// printed its init line (with its log), or the daemon refusing.
+fn start_error(
+    image: &str,
+    container: &str,
+    source: testcontainers::TestcontainersError,
+    log: &Mutex<String>,
+) -> ContainerError {
+    use testcontainers::core::error::ClientError;
+    use testcontainers::TestcontainersError as E;
+    match source {
+        E::Client(ClientError::PullImage { .. }) => ContainerError::ImageUnavailable {
+            image: image.to_string(),
+            source: Box::new(source),
+        },
+        E::WaitContainer(e) => ContainerError::NotReady {
+            container: container.to_string(),
+            reason: e.to_string(),
+            log_tail: tail(&log.lock().expect("log lock"), 4000),
+        },
+        source => ContainerError::Start {
+            container: container.to_string(),
+            image: image.to_string(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Remove `network` unless another container still uses it (say a second server on the same network).
+async fn remove_network(docker: &Docker, network: Option<&str>) {
     if let Some(network) = network {
-        // Still in use by another container (say a second server on the same network): leave it.
         if let Err(e) = docker.remove_network(network).await {
             tracing::debug!(network, "network kept: {e}");
         }
     }
-    Ok(())
 }
 
 fn tail(text: &str, max_bytes: usize) -> String {
@@ -651,25 +672,24 @@ fn tail(text: &str, max_bytes: usize) -> String {
 
 impl Drop for ContainerPostgres {
     fn drop(&mut self) {
-        if self.removed {
+        let Some(container) = self.container.take() else {
             return;
-        }
-        if let Some(task) = self.log_task.take() {
-            task.abort();
-        }
-        // Drop cannot await, and may run inside or outside a runtime: remove from a thread of our own.
-        let id = self.container_id.clone();
+        };
         let network = self.created_network.then(|| self.network.clone()).flatten();
+        // testcontainers removes the container on drop, from inside a tokio runtime; this drop may run inside
+        // one or not, so it runs on a thread of its own with a runtime of its own.
         let removal = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async {
-                let docker = connect_docker().await.map_err(|e| e.to_string())?;
-                remove_container_and_network(&docker, &id, network.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())
+                drop(container);
+                if network.is_some() {
+                    let docker = connect_docker().await.map_err(|e| e.to_string())?;
+                    remove_network(&docker, network.as_deref()).await;
+                }
+                Ok::<(), String>(())
             })
         });
         match removal.join() {
@@ -729,6 +749,18 @@ mod tests {
     fn image_env_overrides_the_default() {
         let config = ContainerPostgresConfig::default().with_image("example/pg:1");
         assert_eq!(config.image(), "example/pg:1");
+    }
+
+    #[test]
+    fn an_image_splits_at_its_tags_colon_not_a_registry_port() {
+        let split = |i| {
+            let (n, t) = split_image(i);
+            format!("{n} {t}")
+        };
+        assert_eq!(split(OFFLINE_IMAGE), "keda-harness/postgres 15-bookworm");
+        assert_eq!(split("localhost:5000/pg"), "localhost:5000/pg latest");
+        assert_eq!(split("localhost:5000/pg:16"), "localhost:5000/pg 16");
+        assert_eq!(split("postgres"), "postgres latest");
     }
 
     #[test]

@@ -10,9 +10,6 @@ use crate::postgres::container::{ContainerError, ContainerPostgres, ContainerPos
 use super::mock_aad::front_args;
 use super::{KindError, KindPlan, KindSettings, KIND_DOCKER_NETWORK};
 
-/// Network alias of the PostgreSQL container on the kind network (for humans reading `docker inspect`).
-pub const POSTGRES_ALIAS: &str = "postgres.keda-harness.internal";
-
 /// Errors bringing a kind environment up.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvironmentError {
@@ -59,12 +56,7 @@ impl KindEnvironment {
         let mut clock = crate::backend::PhaseClock::start();
         plan.cluster.create()?;
         clock.end("kind create cluster");
-        let postgres = ContainerPostgres::start(
-            postgres
-                .with_network(KIND_DOCKER_NETWORK)
-                .with_network_alias(POSTGRES_ALIAS),
-        )
-        .await?;
+        let postgres = ContainerPostgres::start(postgres.with_network(KIND_DOCKER_NETWORK)).await?;
         let upstream = postgres
             .network_addr()
             .expect("a container started with a network has an address on it");

@@ -13,6 +13,52 @@ use serde_json::{json, Value};
 
 use super::HARNESS_NAMESPACE;
 
+/// The mock-aad image as a testcontainers [`testcontainers::Image`], running the `mock-aad` container's command
+/// line the kind backend renders ([`MockAadInCluster::entra_args`]); ready when mock-aad prints its JSON
+/// `"event": "ready"` line on stdout. Mounts, user and restrictions are the caller's (`ImageExt`).
+#[derive(Debug, Clone)]
+pub struct MockAadImage {
+    name: String,
+    tag: String,
+    args: Vec<String>,
+}
+
+impl MockAadImage {
+    /// The image and command line of `in_cluster`'s `mock-aad` container.
+    pub fn new(in_cluster: &MockAadInCluster) -> Self {
+        let (name, tag) = crate::postgres::container::split_image(&in_cluster.image);
+        Self {
+            name,
+            tag,
+            args: in_cluster.entra_args.clone(),
+        }
+    }
+}
+
+impl testcontainers::Image for MockAadImage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    fn ready_conditions(&self) -> Vec<testcontainers::core::WaitFor> {
+        vec![testcontainers::core::WaitFor::message_on_stdout(
+            "\"ready\"",
+        )]
+    }
+
+    fn cmd(&self) -> impl IntoIterator<Item = impl Into<std::borrow::Cow<'_, str>>> {
+        self.args.iter().map(String::as_str)
+    }
+
+    fn expose_ports(&self) -> &[testcontainers::core::ContainerPort] {
+        &[testcontainers::core::ContainerPort::Tcp(ENTRA_PORT)]
+    }
+}
+
 /// The image `ci/images/mock-aad.sh` builds from mock-aad/Dockerfile.
 pub const DEFAULT_IMAGE: &str = "keda-harness/mock-aad:dev";
 /// Environment variable naming another mock-aad image.
@@ -30,7 +76,8 @@ pub const KIND_SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cl
 // Siblings, not nested: a mount inside a ConfigMap volume is fragile.
 const CONFIG_DIR: &str = "/etc/mock-aad/config";
 const TLS_DIR: &str = "/etc/mock-aad/tls";
-const ENTRA_PORT: u16 = 8443;
+/// The port `mock-aad serve` listens on in its container.
+pub const ENTRA_PORT: u16 = 8443;
 const FRONT_PORT: u16 = 5432;
 /// The node port of `mock-aad-admin`: the harness reads mock-aad's journal (`/_admin/journal`) from the host at
 /// `https://<node IP>:ADMIN_NODE_PORT` (the node's address on the kind network answers from this machine).

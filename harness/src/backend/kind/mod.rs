@@ -38,7 +38,7 @@ pub use cluster::KindCluster;
 pub use environment::{EnvironmentError, KindEnvironment};
 pub use keda::{KedaHelmRelease, WorkloadIdentity};
 pub use keda_manifests::KedaManifests;
-pub use mock_aad::{MockAadInCluster, TlsPair};
+pub use mock_aad::{MockAadImage, MockAadInCluster, TlsPair};
 pub use tools::{Tool, ToolCommand};
 pub use world::{KindBackend, KindWorld};
 
