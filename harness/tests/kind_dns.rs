@@ -82,19 +82,23 @@ fn the_clusters_dns_answers_cluster_names_and_no_outside_name() {
     cluster.0.load_image(DEFAULT_IMAGE).expect("kind load");
     // kubeadm's own CoreDNS never started (the configs skip its addon phase): it would have probed its
     // forward at start, before any check here could run.
-    let kubeadm_dns = ok(
-        &ctx,
-        &[
-            "-n",
-            "kube-system",
-            "get",
-            "deployments",
-            "-l",
-            "k8s-app=kube-dns",
-            "-o",
-            "name",
-        ],
-    );
+    // The cluster's DNS Deployments (kubeadm's and ours carry the same label).
+    let dns_deployments = || {
+        ok(
+            &ctx,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "deployments",
+                "-l",
+                "k8s-app=kube-dns",
+                "-o",
+                "name",
+            ],
+        )
+    };
+    let kubeadm_dns = dns_deployments();
     assert_eq!(kubeadm_dns.trim(), "", "kubeadm deployed CoreDNS");
     let objects = to_yaml_stream(&cluster_dns::objects()).unwrap();
     let (applied, _, stderr) =
@@ -113,20 +117,7 @@ fn the_clusters_dns_answers_cluster_names_and_no_outside_name() {
     );
 
     // (1) One DNS server in the cluster, ours, and the Corefile it reads forwards nothing.
-    let dns_deployments = ok(
-        &ctx,
-        &[
-            "-n",
-            "kube-system",
-            "get",
-            "deployments",
-            "-l",
-            "k8s-app=kube-dns",
-            "-o",
-            "name",
-        ],
-    );
-    assert_eq!(dns_deployments.trim(), "deployment.apps/coredns");
+    assert_eq!(dns_deployments().trim(), "deployment.apps/coredns");
     let corefile = ok(
         &ctx,
         &[
@@ -184,34 +175,23 @@ fn the_clusters_dns_answers_cluster_names_and_no_outside_name() {
         .collect();
     assert_eq!(nameservers, [CLUSTER_DNS_IP], "{resolv}");
 
+    // `getent hosts NAME` in the pod: (found, stdout).
+    let lookup = |name: &str| {
+        let (found, stdout, _) = kubectl(
+            &ctx,
+            &["exec", "dns-probe", "--", "getent", "hosts", name],
+            None,
+        );
+        (found, stdout)
+    };
+
     // (3) Cluster names resolve: the Service every cluster has (10.96.0.1, the first address of the range
     // kind-config pins).
-    let inside = ok(
-        &ctx,
-        &[
-            "exec",
-            "dns-probe",
-            "--",
-            "getent",
-            "hosts",
-            "kubernetes.default.svc.cluster.local",
-        ],
-    );
-    assert!(inside.starts_with("10.96.0.1 "), "{inside}");
+    let (found, inside) = lookup("kubernetes.default.svc.cluster.local");
+    assert!(found && inside.starts_with("10.96.0.1 "), "{inside}");
 
     // (4) An outside name does not: Entra's host, which only hostAliases may point anywhere.
-    let (resolved, stdout, _) = kubectl(
-        &ctx,
-        &[
-            "exec",
-            "dns-probe",
-            "--",
-            "getent",
-            "hosts",
-            "login.microsoftonline.com",
-        ],
-        None,
-    );
+    let (resolved, stdout) = lookup("login.microsoftonline.com");
     assert!(
         !resolved && stdout.trim().is_empty(),
         "an outside name resolved: {stdout}"
