@@ -50,7 +50,7 @@ fi
 # start a `--privileged` container, so kind's node cannot start: dockerd then runs containers through
 # keda-harness-runc (harness/go/node-tools/cmd/runc-wrapper), which drops that capability from the spec. Only
 # there: on other machines dockerd keeps its own runc.
-min_api=1.53
+min_api=1.53  # harness/src/postgres/container.rs, MIN_ENGINE_API
 moby_version=$(awk '$1 == "github.com/moby/moby/v2" {print $2}' "$here/harness/go/dockerd/go.mod")
 api_at_least() { printf '%s\n%s\n' "$min_api" "$1" | sort -V -C; }
 dockerd_bin=dockerd

@@ -54,6 +54,17 @@ pub const OWNER_LABEL: &str = "keda-harness.owner-pid";
 const INIT_COMPLETE: &str = "PostgreSQL init process complete; ready for start up.";
 const SUPERUSER: &str = "postgres";
 const PORT: ContainerPort = ContainerPort::Tcp(5432);
+/// The Engine API version testcontainers 0.28 puts in every request path (it does not negotiate).
+pub const MIN_ENGINE_API: &str = "1.53";
+
+/// `version` (`major.minor`) is at least `min`, compared as numbers; an unreadable version is not.
+fn api_at_least(version: &str, min: &str) -> bool {
+    let parse = |v: &str| -> Option<(u32, u32)> {
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    };
+    matches!((parse(version), parse(min)), (Some(v), Some(m)) if v >= m)
+}
 
 /// Errors starting or removing a PostgreSQL container.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +91,8 @@ pub enum ContainerError {
     },
     #[error(
         "starting PostgreSQL container {container} from {image}: {source}. testcontainers needs Docker Engine \
-         API >= 1.53 (Docker >= 29); `bash ci/prepare.sh` runs such a dockerd where the machine's is older"
+         API >= {MIN_ENGINE_API} (Docker >= 29): `bash ci/prepare.sh` runs such a dockerd where it starts the \
+         daemon itself; upgrade a daemon started otherwise"
     )]
     Start {
         container: String,
@@ -343,7 +355,25 @@ pub fn docker_available() -> Result<(), String> {
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
     if reply.ends_with("OK") {
-        Ok(())
+        // Every reply names the daemon's newest API version; testcontainers sends MIN_ENGINE_API on each call.
+        let api = reply
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("api-version")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_default();
+        if api_at_least(&api, MIN_ENGINE_API) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the Docker daemon on {} speaks Engine API {api:?}; testcontainers needs {MIN_ENGINE_API} (Docker \
+                 >= 29). `bash ci/prepare.sh` runs such a dockerd where it starts the daemon itself; upgrade a \
+                 daemon started otherwise",
+                socket.display()
+            ))
+        }
     } else {
         Err(format!(
             "the Docker daemon on {} did not answer /_ping with OK ({:?}); {hint}",
@@ -761,6 +791,17 @@ mod tests {
         assert_eq!(split("localhost:5000/pg"), "localhost:5000/pg latest");
         assert_eq!(split("localhost:5000/pg:16"), "localhost:5000/pg 16");
         assert_eq!(split("postgres"), "postgres latest");
+    }
+
+    #[test]
+    fn api_versions_compare_as_numbers() {
+        assert!(api_at_least("1.56", MIN_ENGINE_API));
+        assert!(api_at_least("1.53", MIN_ENGINE_API));
+        // Debian 12's docker.io 20.10 and Docker 28.
+        assert!(!api_at_least("1.41", MIN_ENGINE_API));
+        assert!(!api_at_least("1.51", MIN_ENGINE_API));
+        assert!(api_at_least("2.0", MIN_ENGINE_API));
+        assert!(!api_at_least("", MIN_ENGINE_API));
     }
 
     #[test]
