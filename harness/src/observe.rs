@@ -109,6 +109,24 @@ impl ScaledJobObserver {
         api.get(&self.name).await
     }
 
+    /// The body of a diagnostics bundle's `events.yaml`: the ScaledJob's events, or why listing them failed.
+    pub async fn events_yaml(&self) -> String {
+        match self.events().await {
+            Ok(e) => serde_norway::to_string(&e).unwrap_or_default(),
+            Err(e) => format!("listing events failed: {e}"),
+        }
+    }
+
+    /// The body of a diagnostics bundle's `scaledjob.yaml`: the ScaledJob as the API returns it, with
+    /// managedFields, the last-applied copy and env values redacted by the typed rules.
+    pub async fn scaled_job_yaml(&self) -> String {
+        match self.scaled_job().await {
+            Ok(o) => serde_norway::to_string(&crate::scenario::redact_object_value(&o))
+                .unwrap_or_default(),
+            Err(e) => format!("reading the ScaledJob failed: {e}"),
+        }
+    }
+
     /// `status.conditions` as (type, status, reason, message).
     pub async fn conditions(&self) -> Result<Vec<(String, String, String, String)>, kube::Error> {
         let sj = self.scaled_job().await?;

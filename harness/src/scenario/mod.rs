@@ -30,8 +30,8 @@ pub use model::{ApplyMode, Data, Identity, Knobs, ScenarioFile, Step, SCALED_FIR
 pub use nesting::MAX_FLOW_DEPTH;
 pub use postgres_setup::{PostgresSetup, RoleAuth};
 pub use redact::{
-    hidden_env_values, redact, redact_object_value, LAST_APPLIED_ANNOTATION, REDACTED,
-    SHOWN_ENV_NAMES,
+    applied_manifests_yaml, hidden_env_values, redact, redact_object_value,
+    LAST_APPLIED_ANNOTATION, REDACTED, SHOWN_ENV_NAMES,
 };
 pub(crate) use validate::{is_guid, read_capped, shown};
 pub use validate::{

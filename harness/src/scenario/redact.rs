@@ -62,6 +62,15 @@ pub fn redact(doc: &Value) -> Value {
     d
 }
 
+/// The body of a diagnostics bundle's `applied-manifests.yaml`: every document as applied, redacted, as one
+/// multi-document YAML stream.
+pub fn applied_manifests_yaml(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| serde_norway::to_string(&redact(d)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// A copy of any serializable Kubernetes object (e.g. a `kube::api::DynamicObject` as the API returned it)
 /// safe to show. An object that cannot be represented as YAML is replaced by a note saying so.
 pub fn redact_object_value<T: serde::Serialize>(obj: &T) -> Value {

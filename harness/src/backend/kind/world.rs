@@ -33,7 +33,7 @@ use crate::backend::{BackendPlan, Cell, CellSpec, CellWorld, PhaseClock, PhaseTi
 use crate::observe::ScaledJobObserver;
 use crate::postgres::container::{locally_available_image, ContainerPostgresConfig};
 use crate::postgres::HostAuth;
-use crate::scenario::{redact, ManifestChange, RoleAuth};
+use crate::scenario::{applied_manifests_yaml, ManifestChange, RoleAuth};
 
 /// Environment variable choosing how KEDA is installed: `chart` (kedacore/keda with Helm) or `manifests`
 /// (the tag's release manifests, [`KedaManifests`]). Unset: the chart where `helm` is on PATH, else manifests.
@@ -497,22 +497,8 @@ impl CellWorld for KindWorld {
             std::fs::write(dir.join(name), body).with_context(|| format!("writing {name}"))
         };
         w("keda-operator.log", self.operator_log())?;
-        let events = self
-            .observer
-            .events()
-            .await
-            .map(|e| serde_norway::to_string(&e).unwrap_or_default());
-        w(
-            "events.yaml",
-            events.unwrap_or_else(|e| format!("listing events failed: {e}")),
-        )?;
-        let sj = self.observer.scaled_job().await.map(|o| {
-            serde_norway::to_string(&crate::scenario::redact_object_value(&o)).unwrap_or_default()
-        });
-        w(
-            "scaledjob.yaml",
-            sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
-        )?;
+        w("events.yaml", self.observer.events_yaml().await)?;
+        w("scaledjob.yaml", self.observer.scaled_job_yaml().await)?;
         let journal = {
             let v = self.journal.lock().unwrap_or_else(|p| p.into_inner());
             let mut text = serde_json::to_string_pretty(&v.entries)?;
@@ -526,12 +512,10 @@ impl CellWorld for KindWorld {
             "postgres.log",
             crate::postgres::PostgresServer::server_log(&self.env.postgres),
         )?;
-        let manifests: Vec<String> = self
-            .applied
-            .iter()
-            .map(|d| serde_norway::to_string(&redact(d)).unwrap_or_default())
-            .collect();
-        w("applied-manifests.yaml", manifests.join("---\n"))?;
+        w(
+            "applied-manifests.yaml",
+            applied_manifests_yaml(&self.applied),
+        )?;
         let logs = dir.join("kind-logs");
         if let Err(e) = ToolCommand::new(
             Tool::Kind,

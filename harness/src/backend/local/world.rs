@@ -26,7 +26,7 @@ use crate::lifecycle::TrackedDir;
 use crate::observe::ScaledJobObserver;
 use crate::postgres::{LocalPostgres, PostgresServer};
 use crate::process::{wait_until, ManagedChild, Poll};
-use crate::scenario::{redact, ManifestChange, Scenario};
+use crate::scenario::{applied_manifests_yaml, ManifestChange, Scenario};
 
 /// The Entra login host KEDA's MSAL client talks to.
 const LOGIN_HOST: &str = "login.microsoftonline.com";
@@ -407,25 +407,9 @@ impl LocalWorld {
             "keda-operator.log",
             std::fs::read_to_string(self.operator.log_path()).unwrap_or_default(),
         )?;
-        let events = self
-            .observer
-            .events()
-            .await
-            .map(|e| serde_norway::to_string(&e).unwrap_or_default());
-        w(
-            "events.yaml",
-            events.unwrap_or_else(|e| format!("listing events failed: {e}")),
-        )?;
-        // As the API returns it: managedFields, the last-applied copy and env values go by the typed rules.
+        w("events.yaml", self.observer.events_yaml().await)?;
         if self.observer_scale_target.is_none() {
-            let sj = self.observer.scaled_job().await.map(|o| {
-                serde_norway::to_string(&crate::scenario::redact_object_value(&o))
-                    .unwrap_or_default()
-            });
-            w(
-                "scaledjob.yaml",
-                sj.unwrap_or_else(|e| format!("reading the ScaledJob failed: {e}")),
-            )?;
+            w("scaledjob.yaml", self.observer.scaled_job_yaml().await)?;
         }
         w(
             "entra-journal.json",
@@ -448,12 +432,10 @@ impl LocalWorld {
             format!("{:#?}", self.egress.journal().records()),
         )?;
         w("postgres.log", self.postgres.server_log())?;
-        let manifests: Vec<String> = self
-            .applied
-            .iter()
-            .map(|d| serde_norway::to_string(&redact(d)).unwrap_or_default())
-            .collect();
-        w("applied-manifests.yaml", manifests.join("---\n"))?;
+        w(
+            "applied-manifests.yaml",
+            applied_manifests_yaml(&self.applied),
+        )?;
         if let Some(target) = &self.observer_scale_target {
             let so = crate::scaled_object::ScaledObjectObserver::new(
                 self.control_plane.client(),
