@@ -504,7 +504,18 @@ impl ContainerPostgres {
         let container = match started {
             Ok(c) => c,
             Err(source) => {
-                // testcontainers removed what it created; the network is ours to remove.
+                // testcontainers removes a container that started but never got ready; one it created but
+                // could not start stays, so it is removed here by name (no such container is fine).
+                let options = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                if let Err(e) = docker
+                    .remove_container(&container_name, Some(options))
+                    .await
+                {
+                    tracing::debug!(container = %container_name, "nothing to remove after a failed start: {e}");
+                }
                 if created_network {
                     remove_network(&docker, config.network.as_deref()).await;
                 }
