@@ -8,21 +8,26 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::{
-    BuildFailure, GoCommandFailure, KedaError, KedaRelease, ADAPTER_PACKAGE, OPERATOR_PACKAGE,
+    BuildFailure, GoCommandFailure, KedaError, KedaProgram, KedaRelease, OPERATOR_PACKAGE,
 };
 use crate::catalog::{CatalogEntry, KEDA_MODULE};
 use crate::gobuild::{GoBuild, GoBuildError};
 
 /// Name of the operator binary inside the version's folder.
-const BINARY_NAME: &str = "keda-operator";
+const BINARY_NAME: &str = KedaProgram::Operator.binary_name();
 /// Stamp holding the hash of every build input; the binary is reused while it matches.
 const STAMP_NAME: &str = "build-inputs.sha256";
 const LOG_NAME: &str = "build.log";
-/// The metrics adapter (keda-metrics-apiserver) beside the operator, from the same generated module.
-const ADAPTER_BINARY_NAME: &str = "keda-adapter";
-/// The adapter's stamp: the operator's input hash plus the adapter package (a new operator input rebuilds both).
-const ADAPTER_STAMP_NAME: &str = "adapter-build-inputs.sha256";
-const ADAPTER_LOG_NAME: &str = "build-adapter.log";
+
+/// A program built beside the operator: its stamp (the operator's input hash plus the program's package, so a
+/// new operator input rebuilds it too) and its build log. The adapter's names are the ones this cache always had.
+fn beside_operator_files(program: KedaProgram) -> (&'static str, &'static str) {
+    match program {
+        KedaProgram::Operator => (STAMP_NAME, LOG_NAME),
+        KedaProgram::MetricsAdapter => ("adapter-build-inputs.sha256", "build-adapter.log"),
+        KedaProgram::AdmissionWebhooks => ("webhooks-build-inputs.sha256", "build-webhooks.log"),
+    }
+}
 
 /// How [`KedaRelease::build`] runs.
 #[derive(Debug, Clone)]
@@ -218,19 +223,32 @@ impl KedaRelease {
         Ok((dir, go_env(entry)))
     }
 
-    /// Build (or reuse) KEDA's metrics adapter (`cmd/adapter`, the keda-metrics-apiserver image's program) in
-    /// the operator's generated module: same go.mod, replace pins, go env and ldflags, so it is the adapter of
-    /// exactly this operator, and most packages come warm from the operator's build. Cached beside the operator
-    /// (`keda-adapter`) under the same lock; only scenarios with a ScaledObject need it.
+    /// Build (or reuse) KEDA's metrics adapter: [`KedaRelease::build_beside_operator`] of
+    /// [`KedaProgram::MetricsAdapter`]. Only scenarios with a ScaledObject need it.
     pub fn build_adapter(&self) -> Result<PathBuf, KedaError> {
+        self.build_beside_operator(KedaProgram::MetricsAdapter)
+    }
+
+    /// Build (or reuse) `program` in the operator's generated module: same go.mod, replace pins, go env and
+    /// ldflags, so it is the program of exactly this operator, and most packages come warm from the operator's
+    /// build. Cached beside the operator under the same lock. The operator itself is [`KedaRelease::build`]'s:
+    /// asked for here, its binary is returned as it is.
+    pub fn build_beside_operator(&self, program: KedaProgram) -> Result<PathBuf, KedaError> {
+        if program == KedaProgram::Operator {
+            return Ok(self.binary.clone());
+        }
         let entry = &self.entry;
+        let what = program.describe();
+        let package = program.package();
         let started = Instant::now();
         let progress = Progress {
             enabled: self.progress,
             label: entry.version.to_string(),
             started,
         };
-        let _span = tracing::info_span!("keda_adapter_build", version = %entry.version).entered();
+        let _span =
+            tracing::info_span!("keda_program_build", version = %entry.version, program = what)
+                .entered();
         let dir = &self.module_dir;
         let _lock = lock_build_dir(dir, &progress)?;
         let operator_stamp =
@@ -243,40 +261,35 @@ impl KedaRelease {
             let mut h = Sha256::new();
             h.update(operator_stamp.trim().as_bytes());
             h.update([0]);
-            h.update(ADAPTER_PACKAGE.as_bytes());
+            h.update(package.as_bytes());
             hex::encode(h.finalize())
         };
-        let binary = dir.join(ADAPTER_BINARY_NAME);
-        let stamp = dir.join(ADAPTER_STAMP_NAME);
+        let (stamp_name, log_name) = beside_operator_files(program);
+        let binary = dir.join(program.binary_name());
+        let stamp = dir.join(stamp_name);
         let cached = std::fs::read_to_string(&stamp).ok();
         if binary.is_file() && cached.as_deref().map(str::trim) == Some(&inputs_hash) {
             progress.done(format!(
-                "cached metrics adapter {} (inputs unchanged)",
+                "cached {what} {} (inputs unchanged)",
                 binary.display()
             ));
             return Ok(binary);
         }
         let _ = std::fs::remove_file(&stamp);
         progress.say(format!(
-            "go build {ADAPTER_PACKAGE} (after the operator: a few minutes cold, most packages are shared)"
+            "go build {package} (after the operator: a few minutes cold, most packages are shared)"
         ));
-        let partial = dir.join(format!("{ADAPTER_BINARY_NAME}.partial"));
+        let partial = dir.join(format!("{}.partial", program.binary_name()));
         let mut cmd = Command::new(&self.go);
         cmd.current_dir(dir)
             .args(["build", "-v", "-o"])
             .arg(&partial)
             .arg(format!("-ldflags={}", ldflags(entry)))
-            .arg(ADAPTER_PACKAGE)
+            .arg(package)
             .envs(self.go_env.iter().map(|(k, v)| (k, v)));
-        run_go_build(
-            cmd,
-            &dir.join(ADAPTER_LOG_NAME),
-            &progress,
-            entry,
-            "metrics adapter",
-        )?;
+        run_go_build(cmd, &dir.join(log_name), &progress, entry, what)?;
         std::fs::rename(&partial, &binary).map_err(|source| KedaError::Io {
-            action: "moving the built metrics adapter to",
+            action: "moving the built program to",
             path: binary.clone(),
             source,
         })?;
@@ -287,12 +300,6 @@ impl KedaRelease {
             started.elapsed().as_secs_f64()
         ));
         Ok(binary)
-    }
-
-    /// The metrics adapter when it is built and current, without building it.
-    pub fn cached_adapter(&self) -> Option<PathBuf> {
-        let binary = self.module_dir.join(ADAPTER_BINARY_NAME);
-        binary.is_file().then_some(binary)
     }
 }
 

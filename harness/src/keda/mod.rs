@@ -25,8 +25,47 @@ use crate::catalog::{CatalogEntry, KEDA_MODULE};
 
 /// The operator's main package inside the KEDA module.
 pub const OPERATOR_PACKAGE: &str = "github.com/kedacore/keda/v2/cmd/operator";
-/// The metrics adapter's main package (the keda-metrics-apiserver image runs it as `keda-adapter`).
-pub const ADAPTER_PACKAGE: &str = "github.com/kedacore/keda/v2/cmd/adapter";
+
+/// One of KEDA's three programs. The operator is [`KedaRelease::build`]'s; the other two are built beside it
+/// ([`KedaRelease::build_beside_operator`]), in the operator's generated module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KedaProgram {
+    Operator,
+    /// `cmd/adapter`, the keda-metrics-apiserver image's program.
+    MetricsAdapter,
+    /// `cmd/webhooks`, the keda-admission-webhooks image's program.
+    AdmissionWebhooks,
+}
+
+impl KedaProgram {
+    /// The main package inside the KEDA module.
+    pub const fn package(self) -> &'static str {
+        match self {
+            KedaProgram::Operator => OPERATOR_PACKAGE,
+            KedaProgram::MetricsAdapter => "github.com/kedacore/keda/v2/cmd/adapter",
+            KedaProgram::AdmissionWebhooks => "github.com/kedacore/keda/v2/cmd/webhooks",
+        }
+    }
+
+    /// The binary's file name in the version's build folder (KEDA's Makefile: `bin/keda`, `bin/keda-adapter`,
+    /// `bin/keda-admission-webhooks`; the operator is `keda-operator` here, as it always was in this cache).
+    pub const fn binary_name(self) -> &'static str {
+        match self {
+            KedaProgram::Operator => "keda-operator",
+            KedaProgram::MetricsAdapter => "keda-adapter",
+            KedaProgram::AdmissionWebhooks => "keda-admission-webhooks",
+        }
+    }
+
+    /// What build errors and progress call it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            KedaProgram::Operator => "operator",
+            KedaProgram::MetricsAdapter => "metrics adapter",
+            KedaProgram::AdmissionWebhooks => "admission webhooks",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KedaError {
@@ -78,7 +117,7 @@ pub struct GoCommandFailure {
 )]
 pub struct BuildFailure {
     pub version: String,
-    /// `operator` or `metrics adapter`.
+    /// [`KedaProgram::describe`]: `operator`, `metrics adapter`, `admission webhooks`.
     pub program: &'static str,
     pub status: String,
     pub elapsed_secs: u64,

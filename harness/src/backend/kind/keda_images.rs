@@ -1,9 +1,9 @@
 //! Images of KEDA's programs for the kind backend, built on this machine from the module builds the local
 //! backend runs (no registry holds them here, and a release image would be another binary than the one the
-//! local backend judged). Laid out as KEDA's own Dockerfile lays them out (`/keda`, `/keda-adapter`, user
-//! 65532, the distroless `nonroot` user), on the offline Debian base (`bash ci/images/debian-base.sh`; KEDA's
-//! distroless base is in a registry). An image is rebuilt only when its binary changed: the binary's SHA-256
-//! is its label.
+//! local backend judged). Laid out as KEDA's own Dockerfiles lay them out (`/keda`, `/keda-adapter`,
+//! `/keda-admission-webhooks`, user 65532, the distroless `nonroot` user), on the offline Debian base
+//! (`bash ci/images/debian-base.sh`; KEDA's distroless base is in a registry). An image is rebuilt only when
+//! its binary changed: the binary's SHA-256 is its label.
 
 use std::io::Read;
 use std::path::Path;
@@ -20,27 +20,28 @@ pub const BASE_IMAGE_ENV: &str = "KEDA_HARNESS_KEDA_BASE_IMAGE";
 /// The label holding the binary's SHA-256.
 const BINARY_LABEL: &str = "keda-harness.binary-sha256";
 
-/// One of KEDA's programs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KedaProgram {
-    Operator,
-    MetricsAdapter,
-}
+pub use crate::keda::KedaProgram;
 
 impl KedaProgram {
-    /// Where KEDA's Dockerfile puts the binary (and config/'s Deployments run it from).
+    /// Where KEDA's Dockerfiles put the binary (and config/'s Deployments run it from): `Dockerfile`'s
+    /// `/keda`, `Dockerfile.adapter`'s `/keda-adapter`, `Dockerfile.webhooks`' `/keda-admission-webhooks`.
     fn path_in_image(self) -> &'static str {
         match self {
             KedaProgram::Operator => "/keda",
             KedaProgram::MetricsAdapter => "/keda-adapter",
+            KedaProgram::AdmissionWebhooks => "/keda-admission-webhooks",
         }
     }
 
-    /// `keda-harness/keda:2.15.0`, `keda-harness/keda-metrics-apiserver:2.15.0`.
+    /// `keda-harness/keda:2.15.0`, `keda-harness/keda-metrics-apiserver:2.15.0`,
+    /// `keda-harness/keda-admission-webhooks:2.15.0` (KEDA's image names under our prefix).
     pub fn image(self, version: &str) -> String {
         match self {
             KedaProgram::Operator => format!("keda-harness/keda:{version}"),
             KedaProgram::MetricsAdapter => format!("keda-harness/keda-metrics-apiserver:{version}"),
+            KedaProgram::AdmissionWebhooks => {
+                format!("keda-harness/keda-admission-webhooks:{version}")
+            }
         }
     }
 }
@@ -152,5 +153,9 @@ mod tests {
             KedaProgram::MetricsAdapter.image("2.15.0"),
             "keda-harness/keda-metrics-apiserver:2.15.0"
         );
+        // Dockerfile.webhooks: `COPY --from=builder /workspace/bin/keda-admission-webhooks .` (WORKDIR /), and
+        // config/webhooks/webhooks.yaml runs `command: [/keda-admission-webhooks]`.
+        let d = dockerfile(KedaProgram::AdmissionWebhooks, "base:1");
+        assert!(d.contains("COPY binary /keda-admission-webhooks\n"), "{d}");
     }
 }

@@ -10,8 +10,9 @@
 //! - its service account: the `azure.workload.identity/client-id` annotation the chart's
 //!   `podIdentity.azureWorkload` values add;
 //! - the metrics adapter: its image when the cell needs one (a ScaledObject that should scale), else 0 replicas;
-//! - the admission webhooks: 0 replicas (no image is built for them; their ValidatingWebhookConfiguration has
-//!   `failurePolicy: Ignore` in KEDA's config/webhooks, so admission goes on without them).
+//! - the admission webhooks: their image (built like the operator's, from `cmd/webhooks` of the same module),
+//!   `IfNotPresent`; without an image, 0 replicas (their ValidatingWebhookConfiguration has `failurePolicy:
+//!   Ignore` in KEDA's config/webhooks, so admission would go on unvalidated).
 //!
 //! Everything else (CRDs, RBAC, Services, the APIService) is applied as KEDA ships it.
 
@@ -28,7 +29,9 @@ use crate::backend::webhook::{WorkloadIdentity, WorkloadIdentityInjection};
 pub const NAMESPACE: &str = "keda";
 const OPERATOR: &str = "keda-operator";
 const ADAPTER: &str = "keda-metrics-apiserver";
-const WEBHOOKS: &str = "keda-admission";
+/// The admission webhooks' Deployment, and its container (config/webhooks/webhooks.yaml).
+pub const WEBHOOKS: &str = "keda-admission";
+const WEBHOOKS_CONTAINER: &str = "keda-admission-webhooks";
 
 /// KEDA installed from its tag's `config/default`.
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct KedaManifests {
     pub operator_image: String,
     /// `None`: the adapter runs 0 replicas.
     pub adapter_image: Option<String>,
+    /// `None`: the admission webhooks run 0 replicas ([`KedaManifests::with_webhooks_image`]).
+    pub webhooks_image: Option<String>,
     pub identity: WorkloadIdentity,
     pub host_aliases: Vec<HostAlias>,
 }
@@ -64,12 +69,19 @@ impl KedaManifests {
             config_dir,
             operator_image: operator_image.into(),
             adapter_image,
+            webhooks_image: None,
             identity: WorkloadIdentity {
                 client_id: String::new(),
                 tenant_id: String::new(),
             },
             host_aliases: Vec::new(),
         })
+    }
+
+    /// Run the admission webhooks from `image` (1 replica, as KEDA ships them).
+    pub fn with_webhooks_image(mut self, image: impl Into<String>) -> Self {
+        self.webhooks_image = Some(image.into());
+        self
     }
 
     /// `kubectl kustomize <config/default>`.
@@ -115,15 +127,14 @@ impl KedaManifests {
                     seen_operator = true;
                     self.change_operator(object)?;
                 }
-                ("Deployment", ADAPTER) => match &self.adapter_image {
-                    Some(image) => {
-                        let c = container(object, ADAPTER)?;
-                        c["image"] = json!(image);
-                        c["imagePullPolicy"] = json!("IfNotPresent");
-                    }
-                    None => object["spec"]["replicas"] = json!(0),
-                },
-                ("Deployment", WEBHOOKS) => object["spec"]["replicas"] = json!(0),
+                ("Deployment", ADAPTER) => {
+                    run_from_or_scale_to_zero(object, ADAPTER, self.adapter_image.as_deref())?
+                }
+                ("Deployment", WEBHOOKS) => run_from_or_scale_to_zero(
+                    object,
+                    WEBHOOKS_CONTAINER,
+                    self.webhooks_image.as_deref(),
+                )?,
                 ("ServiceAccount", OPERATOR) => {
                     let annotations = &mut object["metadata"]["annotations"];
                     if !annotations.is_object() {
@@ -181,6 +192,23 @@ impl KedaManifests {
         push_all(&mut c["volumeMounts"], [token_mount, ca_mount]);
         Ok(())
     }
+}
+
+/// The Deployment's container `name` runs `image`, never pulled; without an image the Deployment runs 0 replicas.
+fn run_from_or_scale_to_zero(
+    deployment: &mut Value,
+    name: &str,
+    image: Option<&str>,
+) -> Result<(), KindError> {
+    match image {
+        Some(image) => {
+            let c = container(deployment, name)?;
+            c["image"] = json!(image);
+            c["imagePullPolicy"] = json!("IfNotPresent");
+        }
+        None => deployment["spec"]["replicas"] = json!(0),
+    }
+    Ok(())
 }
 
 /// The container `name` of a Deployment.
@@ -275,6 +303,7 @@ spec:
             config_dir: PathBuf::from("/m/config/default"),
             operator_image: "keda-harness/keda:2.14.1".into(),
             adapter_image: adapter.map(String::from),
+            webhooks_image: None,
             identity: WorkloadIdentity {
                 client_id: "c-id".into(),
                 tenant_id: "t-id".into(),
@@ -334,7 +363,7 @@ spec:
     }
 
     #[test]
-    fn the_adapter_runs_only_with_an_image_and_the_webhooks_never() {
+    fn the_adapter_and_the_webhooks_run_only_with_an_image() {
         let without = manifests(None).change(RENDERED).unwrap();
         assert_eq!(
             find(&without, "Deployment", "keda-metrics-apiserver")["spec"]["replicas"],
@@ -353,6 +382,16 @@ spec:
             adapter["spec"]["template"]["spec"]["containers"][0]["image"],
             "keda-harness/keda-metrics-apiserver:2.14.1"
         );
+        let with = manifests(None)
+            .with_webhooks_image("keda-harness/keda-admission-webhooks:2.14.1")
+            .change(RENDERED)
+            .unwrap();
+        let webhooks = find(&with, "Deployment", "keda-admission");
+        // KEDA's own replica count stays.
+        assert_eq!(webhooks["spec"]["replicas"], 1);
+        let c = &webhooks["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "keda-harness/keda-admission-webhooks:2.14.1");
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! machine with Docker. PostgreSQL runs as a container on the `kind` Docker network
 //! ([`crate::postgres::container`]), which also works against this project's offline dockerd.
 
+pub mod admission;
 pub mod cell_plan;
 pub mod cluster;
 pub mod cluster_dns;
@@ -244,33 +245,44 @@ impl KindPlan {
                 }
             }
         }
-        commands.push(ToolCommand::new(
-            Tool::Kubectl,
-            [
-                "--context",
-                &self.cluster.kube_context(),
-                "-n",
+        let context = self.cluster.kube_context();
+        let rollout = |namespace: &str, deployment: &str, timeout: &str| {
+            ToolCommand::new(
+                Tool::Kubectl,
+                [
+                    "--context",
+                    &context,
+                    "-n",
+                    namespace,
+                    "rollout",
+                    "status",
+                    &format!("deployment/{deployment}"),
+                    &format!("--timeout={timeout}"),
+                ],
+            )
+        };
+        commands.push(rollout(self.keda.namespace(), "keda-operator", "300s"));
+        if self.runs_admission_webhooks() {
+            commands.push(rollout(
                 self.keda.namespace(),
-                "rollout",
-                "status",
-                "deployment/keda-operator",
-                "--timeout=300s",
-            ],
-        ));
-        commands.push(ToolCommand::new(
-            Tool::Kubectl,
-            [
-                "--context",
-                &self.cluster.kube_context(),
-                "-n",
-                HARNESS_NAMESPACE,
-                "rollout",
-                "status",
-                "deployment/mock-aad",
-                "--timeout=120s",
-            ],
-        ));
+                keda_manifests::WEBHOOKS,
+                "300s",
+            ));
+        }
+        commands.push(rollout(HARNESS_NAMESPACE, "mock-aad", "120s"));
         Ok(commands)
+    }
+
+    /// KEDA's admission webhooks run from an image built here (the manifests path with a webhooks image): the
+    /// plan waits for their rollout, and the world for them to validate ([`KedaManifests::with_webhooks_image`]).
+    pub fn runs_admission_webhooks(&self) -> bool {
+        self.keda_manifests.as_ref().is_some_and(|objects| {
+            objects.iter().any(|o| {
+                o["kind"] == "Deployment"
+                    && o["metadata"]["name"] == keda_manifests::WEBHOOKS
+                    && o["spec"]["replicas"] != 0
+            })
+        })
     }
 
     /// Every image [`KindPlan::images_to_load`] names is in Docker's image store, or the error names it and

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use mock_aad::ca::TestCa;
 
+use super::admission;
 use super::keda_images::{ensure_image, KedaProgram};
 use super::mock_aad::{certificate_names, ADMIN_NODE_PORT};
 use super::node_image::NodeChoice;
@@ -38,6 +39,13 @@ use crate::scenario::{applied_manifests_yaml, ManifestChange, RoleAuth};
 /// Environment variable choosing how KEDA is installed: `chart` (kedacore/keda with Helm) or `manifests`
 /// (the tag's release manifests, [`KedaManifests`]). Unset: the chart where `helm` is on PATH, else manifests.
 pub const KEDA_INSTALL_ENV: &str = "KEDA_HARNESS_KIND_KEDA_INSTALL";
+
+/// The stand-up phase that waits for KEDA's admission webhooks to refuse a known-bad object ([`admission`]).
+pub const ADMISSION_PHASE: &str = "KEDA admission webhooks validating";
+
+/// The images of KEDA's programs a cell loads: operator, metrics adapter (only for a ScaledObject that
+/// scales), admission webhooks.
+type KedaImages = (String, Option<String>, String);
 
 /// How the kind backend installs KEDA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,24 +197,29 @@ impl KindWorld {
             let operator_image = KedaProgram::Operator.image(&version);
             let release = cell.release.clone();
             let runs_hpa = cell.runs_hpa();
-            let (operator_image, adapter_image) = {
+            let (operator_image, adapter_image, webhooks_image) = {
                 let operator_image = operator_image.clone();
-                tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Option<String>)> {
+                tokio::task::spawn_blocking(move || -> anyhow::Result<KedaImages> {
                     ensure_image(
                         KedaProgram::Operator,
                         release.operator_binary(),
                         &operator_image,
                     )?;
+                    let version = release.entry().version.to_string();
+                    let built = |program: KedaProgram| -> anyhow::Result<String> {
+                        let binary = release.build_beside_operator(program)?;
+                        let image = program.image(&version);
+                        ensure_image(program, &binary, &image)?;
+                        Ok(image)
+                    };
                     let adapter = if runs_hpa {
-                        let binary = release.build_adapter()?;
-                        let image =
-                            KedaProgram::MetricsAdapter.image(&release.entry().version.to_string());
-                        ensure_image(KedaProgram::MetricsAdapter, &binary, &image)?;
-                        Some(image)
+                        Some(built(KedaProgram::MetricsAdapter)?)
                     } else {
                         None
                     };
-                    Ok((operator_image, adapter))
+                    // Always: KEDA validates every ScaledJob and TriggerAuthentication a scenario applies.
+                    let webhooks = built(KedaProgram::AdmissionWebhooks)?;
+                    Ok((operator_image, adapter, webhooks))
                 })
                 .await
                 .context("the KEDA image task")??
@@ -214,8 +227,11 @@ impl KindWorld {
             let module = cell.release.module_source_dir()?;
             settings.extra_images.push(operator_image.clone());
             settings.extra_images.extend(adapter_image.clone());
-            settings.keda_manifests =
-                Some(KedaManifests::new(&module, operator_image, adapter_image)?);
+            settings.extra_images.push(webhooks_image.clone());
+            settings.keda_manifests = Some(
+                KedaManifests::new(&module, operator_image, adapter_image)?
+                    .with_webhooks_image(webhooks_image),
+            );
             clock.end("KEDA images");
         }
         settings.node_image = backend.node.image.clone();
@@ -256,6 +272,16 @@ impl KindWorld {
             .context("standing up the kind environment")?
         };
         clock.end("cluster + PostgreSQL + mock-aad + KEDA");
+        if env.plan.runs_admission_webhooks() {
+            let context = env.kube_context();
+            let namespace = env.plan.keda.namespace().to_string();
+            tokio::task::spawn_blocking(move || {
+                admission::await_validating(&context, &namespace, admission::DEFAULT_TIMEOUT)
+            })
+            .await
+            .context("the admission webhook probe task")??;
+            clock.end(ADMISSION_PHASE);
+        }
         crate::progress!(
             label,
             "kind environment up: {}",
