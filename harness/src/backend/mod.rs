@@ -3,9 +3,10 @@
 //!
 //! - [`local`]: no Docker; a real kube-apiserver + etcd, the KEDA operator built from its Go module, and
 //!   PostgreSQL from the machine's binaries behind the Entra front — processes on loopback. [`LocalBackend`].
-//! - [`kind`]: a kind cluster, KEDA from its official Helm chart, mock-aad and the Entra front in the cluster,
-//!   PostgreSQL in a container on the kind network. Everything it applies is rendered as data first
-//!   ([`kind::KindPlan`]), so it is reviewed and tested anywhere; standing a cell up on it is not built yet.
+//! - [`kind`]: a kind cluster per cell, KEDA from its official Helm chart or (without helm) from its tag's
+//!   release manifests with images built here, mock-aad and the Entra front in the cluster, PostgreSQL in a
+//!   container on the kind network. Everything it applies is rendered as data first ([`kind::KindPlan`]), so
+//!   it is reviewed and tested anywhere ([`kind::KindBackend`] stands cells up).
 //! - [`selection`]: `--backend local|kind|existing|auto`, and why `auto` picked what it picked.
 //!
 //! To add a backend: a module here whose world implements [`CellWorld`] (the judge reads only that), a

@@ -1,8 +1,8 @@
 //! `--backend local|kind|existing|auto`: which backend a run uses, and why.
 //!
 //! `auto` picks kind where Docker answers and kind, kubectl and helm are installed, else local — and says which
-//! and why. Only `local` runs cells today: `kind` renders its plan (`--plan`) and `existing` is not built yet;
-//! both refuse to run with an error saying so, never a half-configured cluster.
+//! and why. `local` and `kind` run cells; `existing` is not built yet and refuses to run with an error saying
+//! so, never a half-configured cluster.
 
 use std::time::{Duration, Instant};
 
