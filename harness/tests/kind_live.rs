@@ -12,7 +12,8 @@ mod kind_support;
 
 use std::process::Command;
 
-use keda_harness::backend::kind::world::{KedaInstall, ADMISSION_PHASE, KEDA_INSTALL_ENV};
+use keda_harness::backend::kind::admission::PHASE as ADMISSION_PHASE;
+use keda_harness::backend::kind::world::{KedaInstall, KEDA_INSTALL_ENV};
 use keda_harness::catalog::Catalog;
 use keda_harness::prereq::{require, Tier};
 use keda_harness::scenario::Scenario;

@@ -24,6 +24,9 @@ pub const PROBE_NAME: &str = "keda-harness-admission-probe";
 /// has to be different than ""`.
 pub const REFUSAL: &str = "identityId of PodIdentity should not be empty";
 
+/// The stand-up phase that waits here (in each kind cell's verdict).
+pub const PHASE: &str = "KEDA admission webhooks validating";
+
 /// How long the webhooks get to start validating after their rollout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 

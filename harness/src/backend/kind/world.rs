@@ -40,9 +40,6 @@ use crate::scenario::{applied_manifests_yaml, ManifestChange, RoleAuth};
 /// (the tag's release manifests, [`KedaManifests`]). Unset: the chart where `helm` is on PATH, else manifests.
 pub const KEDA_INSTALL_ENV: &str = "KEDA_HARNESS_KIND_KEDA_INSTALL";
 
-/// The stand-up phase that waits for KEDA's admission webhooks to refuse a known-bad object ([`admission`]).
-pub const ADMISSION_PHASE: &str = "KEDA admission webhooks validating";
-
 /// The images of KEDA's programs a cell loads: operator, metrics adapter (only for a ScaledObject that
 /// scales), admission webhooks.
 type KedaImages = (String, Option<String>, String);
@@ -194,17 +191,10 @@ impl KindWorld {
 
         if backend.keda_install == KedaInstall::Manifests {
             say(&format!("KEDA {version}: images from the module build"));
-            let operator_image = KedaProgram::Operator.image(&version);
             let release = cell.release.clone();
             let runs_hpa = cell.runs_hpa();
-            let (operator_image, adapter_image, webhooks_image) = {
-                let operator_image = operator_image.clone();
+            let (operator_image, adapter_image, webhooks_image) =
                 tokio::task::spawn_blocking(move || -> anyhow::Result<KedaImages> {
-                    ensure_image(
-                        KedaProgram::Operator,
-                        release.operator_binary(),
-                        &operator_image,
-                    )?;
                     let version = release.entry().version.to_string();
                     let built = |program: KedaProgram| -> anyhow::Result<String> {
                         let binary = release.build_beside_operator(program)?;
@@ -212,6 +202,7 @@ impl KindWorld {
                         ensure_image(program, &binary, &image)?;
                         Ok(image)
                     };
+                    let operator = built(KedaProgram::Operator)?;
                     let adapter = if runs_hpa {
                         Some(built(KedaProgram::MetricsAdapter)?)
                     } else {
@@ -219,11 +210,10 @@ impl KindWorld {
                     };
                     // Always: KEDA validates every ScaledJob and TriggerAuthentication a scenario applies.
                     let webhooks = built(KedaProgram::AdmissionWebhooks)?;
-                    Ok((operator_image, adapter, webhooks))
+                    Ok((operator, adapter, webhooks))
                 })
                 .await
-                .context("the KEDA image task")??
-            };
+                .context("the KEDA image task")??;
             let module = cell.release.module_source_dir()?;
             settings.extra_images.push(operator_image.clone());
             settings.extra_images.extend(adapter_image.clone());
@@ -280,7 +270,7 @@ impl KindWorld {
             })
             .await
             .context("the admission webhook probe task")??;
-            clock.end(ADMISSION_PHASE);
+            clock.end(admission::PHASE);
         }
         crate::progress!(
             label,
