@@ -1,6 +1,7 @@
 //! `mock-aad pg-front`, the Entra front as a command (what the kind backend's `pg-front` container runs): a real
 //! PostgreSQL behind it, a token from the real Entra mock as the password, and a bad token refused with 28P01,
-//! plain clients refused unless `--secure-transport-not-required`.
+//! plain clients refused unless `--secure-transport-not-required`; a role bound by object id
+//! (`--principal-object-id`) and native roles relayed to the server (`--passthrough-non-entra`).
 
 mod pg_support;
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use keda_harness::postgres::{HostAuth, PostgresServer};
-use mock_aad::assertion::{example_config, EXAMPLE_CLIENT_ID};
+use mock_aad::assertion::{example_config, EXAMPLE_CLIENT_ID, EXAMPLE_OBJECT_ID};
 use pg_support::*;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{Connection, PgConnection, Row};
@@ -37,9 +38,25 @@ impl Drop for Running {
     }
 }
 
-/// `mock-aad pg-front` with `extra` arguments in front of `stack`'s PostgreSQL: the running command, the address
-/// from its ready line, the CA file its certificate chains to, and the directory holding them.
+/// `--principal ROLE=<the example identity's client id>`: the binding most tests use.
+fn example_principal() -> Vec<String> {
+    vec!["--principal".into(), format!("{ROLE}={EXAMPLE_CLIENT_ID}")]
+}
+
+/// `mock-aad pg-front` with the example principal and `extra` arguments in front of `stack`'s PostgreSQL.
 fn spawn_front(stack: &Stack, extra: &[&str]) -> (Running, SocketAddr, PathBuf, tempfile::TempDir) {
+    let mut args = example_principal();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    spawn_front_with(stack, &args)
+}
+
+/// `mock-aad pg-front` with exactly `logins` (its binding flags and any others) in front of `stack`'s
+/// PostgreSQL: the running command, the address from its ready line, the CA file its certificate chains to, and
+/// the directory holding them.
+fn spawn_front_with(
+    stack: &Stack,
+    logins: &[String],
+) -> (Running, SocketAddr, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("entra.yaml");
     std::fs::write(&config, example_config().to_yaml()).unwrap();
@@ -65,8 +82,7 @@ fn spawn_front(stack: &Stack, extra: &[&str]) -> (Running, SocketAddr, PathBuf, 
         .arg(&crt)
         .arg("--tls-key")
         .arg(&key)
-        .args(["--principal", &format!("{ROLE}={EXAMPLE_CLIENT_ID}")])
-        .args(extra)
+        .args(logins)
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting mock-aad pg-front");
@@ -157,4 +173,135 @@ async fn the_pg_front_command_can_leave_secure_transport_optional() {
         .unwrap()
         .get(0);
     assert_eq!(who, ROLE);
+}
+
+/// The 28P01 text the front answers for a token that is valid but not the role's principal (the reports cited
+/// in scenarios/principal-not-mapped/scenario.yaml: PostgreSQL's own `password authentication failed`).
+fn assert_password_failed(err: &sqlx::Error, user: &str) {
+    let db = err
+        .as_database_error()
+        .unwrap_or_else(|| panic!("expected a server error, got {err}"));
+    assert_eq!(db.code().as_deref(), Some("28P01"), "{db}");
+    assert_eq!(
+        db.message(),
+        format!("password authentication failed for user \"{user}\""),
+        "{db}"
+    );
+}
+
+/// `--principal-object-id ROLE=OID` binds by object id only (pgaadauth_create_principal_with_oid): a token of
+/// the example identity logs in when the role is bound to its object id, and is refused when the role is bound
+/// to another identity's — whatever its client id.
+#[tokio::test]
+async fn the_pg_front_command_binds_a_role_by_object_id() {
+    if !postgres_available() {
+        return;
+    }
+    let stack = start_stack(HostAuth::Trust).await;
+    let token = stack.entra_token().await;
+
+    let own = [
+        "--principal-object-id".to_string(),
+        format!("{ROLE}={EXAMPLE_OBJECT_ID}"),
+    ];
+    let (_running, addr, ca_file, _dir) = spawn_front_with(&stack, &own);
+    let mut conn = PgConnection::connect_with(&options(addr, &ca_file, &token))
+        .await
+        .expect("a token of the object the role is bound to logs in");
+    let who: String = sqlx::query("SELECT current_user::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, ROLE);
+
+    // Another identity's object id (not in the config at all, as for a role created for someone else).
+    let other = [
+        "--principal-object-id".to_string(),
+        format!("{ROLE}=0f4b6d2a-8c1e-4f3a-b5d7-9e2c1a0b3d4f"),
+    ];
+    let (_running, addr, ca_file, _dir) = spawn_front_with(&stack, &other);
+    let Err(err) = PgConnection::connect_with(&options(addr, &ca_file, &token)).await else {
+        panic!("a valid token of an identity the role is not bound to must be refused");
+    };
+    assert_password_failed(&err, ROLE);
+}
+
+/// `--passthrough-non-entra` relays a role that is no principal to the server, which checks its password
+/// itself (here by SCRAM, as Azure's PostgreSQL authentication does); nothing else is needed to start.
+#[tokio::test]
+async fn the_pg_front_command_relays_native_roles_to_the_server() {
+    if !postgres_available() {
+        return;
+    }
+    const NATIVE: &str = "movies-app";
+    let password = "native-role-password";
+    let stack = start_stack(HostAuth::ScramSha256).await;
+    keda_harness::postgres::seed::create_login_role(&stack.pg, NATIVE, Some(password))
+        .await
+        .unwrap();
+    let (_running, addr, ca_file, _dir) =
+        spawn_front_with(&stack, &["--passthrough-non-entra".to_string()]);
+    let native = |password: &str| options(addr, &ca_file, password).username(NATIVE);
+    let mut conn = PgConnection::connect_with(&native(password))
+        .await
+        .expect("the native role logs in with its password through the front");
+    let who: String = sqlx::query("SELECT current_user::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, NATIVE);
+    // The server's own refusal: PostgreSQL's auth.c `password authentication failed for user "%s"`.
+    let Err(err) = PgConnection::connect_with(&native("wrong")).await else {
+        panic!("a wrong password must be refused by the server");
+    };
+    assert_password_failed(&err, NATIVE);
+}
+
+/// A front that admits nobody does not start, and says which flags bind a role.
+#[test]
+fn the_pg_front_command_refuses_to_start_without_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("entra.yaml");
+    std::fs::write(&config, example_config().to_yaml()).unwrap();
+    let out = Command::new(mock_aad_binary())
+        .args(["pg-front", "--config"])
+        .arg(&config)
+        .args([
+            "--upstream",
+            "127.0.0.1:1",
+            "--tls-cert",
+            "x",
+            "--tls-key",
+            "y",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for flag in [
+        "--principal",
+        "--principal-object-id",
+        "--passthrough-non-entra",
+    ] {
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+    let bad = Command::new(mock_aad_binary())
+        .args(["pg-front", "--config"])
+        .arg(&config)
+        .args([
+            "--upstream",
+            "127.0.0.1:1",
+            "--tls-cert",
+            "x",
+            "--tls-key",
+            "y",
+        ])
+        .args(["--principal-object-id", "movies-mi"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("ROLE=OBJECT_ID"), "{stderr}");
 }

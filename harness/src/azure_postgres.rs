@@ -206,21 +206,38 @@ pub fn front_config(
         .with_listen(listen)
         .with_tls(ca.issue_server(&names)?.rustls_server_config()?)
         .with_secure_transport_required(setup.require_tls);
-    Ok(match (setup.auth, &setup.principal_object_id) {
-        (RoleAuth::Entra, None) => config.with_principal(EntraPrincipal::service_principal(
-            &pg.user,
+    Ok(match role_binding(scenario, client_id) {
+        RoleBinding::Entra(principal) => config.with_principal(principal),
+        // A native role: the front only terminates TLS, and the server's own TCP authentication (cleartext
+        // password or SCRAM) checks what the client sends.
+        RoleBinding::Native => config.with_passthrough_non_entra(Upstream::Tcp(postgres.addr())),
+    })
+}
+
+/// How the trigger's role exists on the server, as Azure made it: the one reading of `postgres.auth` and
+/// `postgres.principal_object_id` that every backend's front follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleBinding {
+    /// A Microsoft Entra role: tokens of this principal log in as it.
+    Entra(EntraPrincipal),
+    /// A native role (password or SCRAM): the server checks what the client sends.
+    Native,
+}
+
+/// The role binding of `scenario`, whose identity has `client_id`.
+pub fn role_binding(scenario: &Scenario, client_id: &str) -> RoleBinding {
+    let role = &scenario.trigger.postgres.user;
+    let setup = &scenario.file.postgres;
+    match (setup.auth, &setup.principal_object_id) {
+        // `pgaadauth_create_principal` for the scenario's identity: its object id and client id.
+        (RoleAuth::Entra, None) => RoleBinding::Entra(EntraPrincipal::service_principal(
+            role,
             &scenario.file.identity.object_id,
             client_id,
         )),
-        // A role created for another identity: Azure binds it by that identity's object id, so a valid token of
-        // the scenario's identity is not its principal.
-        (RoleAuth::Entra, Some(oid)) => {
-            config.with_principal(EntraPrincipal::by_object_id(&pg.user, oid))
-        }
-        // A native role: the front only terminates TLS, and the server's own TCP authentication (cleartext
-        // password or SCRAM) checks what the client sends.
-        (RoleAuth::Password | RoleAuth::Scram, _) => {
-            config.with_passthrough_non_entra(Upstream::Tcp(postgres.addr()))
-        }
-    })
+        // A role created for another identity (`pgaadauth_create_principal_with_oid`): Azure binds it by that
+        // identity's object id, so a valid token of the scenario's identity is not its principal.
+        (RoleAuth::Entra, Some(oid)) => RoleBinding::Entra(EntraPrincipal::by_object_id(role, oid)),
+        (RoleAuth::Password | RoleAuth::Scram, _) => RoleBinding::Native,
+    }
 }

@@ -62,6 +62,62 @@ fn kind_plan_installs_each_versions_catalog_chart_with_the_webhooks_variables() 
     }
 }
 
+/// The kind cell's `pg-front` container admits the scenario's role as scenario.yaml sets the server up, as the
+/// local front does: bound by another identity's object id (`postgres.principal_object_id`), or a native role
+/// relayed to the server (`postgres.auth`), or the scenario's own identity by client id.
+#[test]
+fn kind_plan_binds_the_role_in_the_front_as_the_scenario_sets_the_server_up() {
+    use keda_harness::scenario::Scenario;
+    let front_of = |name: &str| -> String {
+        let out = harness(&[
+            "run",
+            "--backend",
+            "kind",
+            "--plan",
+            "--keda",
+            "2.21.0",
+            "--scenario",
+            name,
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        // The rendered Deployment's pg-front container: its args up to the container's name.
+        let start = stdout
+            .find("- pg-front\n")
+            .unwrap_or_else(|| panic!("{name}: no pg-front args:\n{stdout}"));
+        let end = start + stdout[start..].find("name: pg-front").unwrap();
+        stdout[start..end].to_string()
+    };
+    let unmapped = Scenario::load("principal-not-mapped").unwrap();
+    let oid = unmapped.file.postgres.principal_object_id.clone().unwrap();
+    let role = &unmapped.trigger.postgres.user;
+    let front = front_of("principal-not-mapped");
+    assert!(
+        front.contains(&format!("- --principal-object-id\n"))
+            && front.contains(&format!("- {role}={oid}\n")),
+        "{front}"
+    );
+    assert!(!front.contains("- --principal\n"), "{front}");
+
+    for native in ["scram-server", "password-from-secret"] {
+        let front = front_of(native);
+        assert!(
+            front.contains("- --passthrough-non-entra\n"),
+            "{native}:\n{front}"
+        );
+        assert!(!front.contains("--principal"), "{native}:\n{front}");
+    }
+
+    let seed = Scenario::load("seed").unwrap();
+    let front = front_of("seed");
+    let client_id = seed.trigger.identity_id.clone().unwrap();
+    assert!(
+        front.contains(&format!("- {}={client_id}\n", seed.trigger.postgres.user)),
+        "{front}"
+    );
+    assert!(!front.contains("--passthrough-non-entra"), "{front}");
+}
+
 #[test]
 fn local_plan_names_the_operators_source_and_the_same_variables() {
     let out = harness(&["run", "--keda", "2.15.0", "--plan"]);

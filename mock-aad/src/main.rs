@@ -73,8 +73,21 @@ enum Command {
         #[arg(long)]
         tls_key: PathBuf,
         /// A role bound to an identity of the config: ROLE=CLIENT_ID (repeatable; like pgaadauth_create_principal).
-        #[arg(long = "principal", required = true)]
+        #[arg(long = "principal")]
         principals: Vec<String>,
+        /// A role bound by object id only: ROLE=OBJECT_ID (repeatable; like pgaadauth_create_principal_with_oid).
+        /// The object need not be an identity of the config: a role created for another identity.
+        #[arg(long = "principal-object-id")]
+        principals_by_object_id: Vec<String>,
+        /// The tenant whose tokens the server accepts. Default: the tenant of the --principal identities, else
+        /// the config's only tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Relay a login for a role that is no principal to --upstream as the client sent it, so the server
+        /// authenticates it itself (a native role: cleartext password or SCRAM), as Azure does for roles that
+        /// are not Microsoft Entra roles.
+        #[arg(long)]
+        passthrough_non_entra: bool,
         /// Play Azure's `require_secure_transport=off`: TLS is still offered (SSLRequest gets `S`) and plain
         /// clients are served too. Default: plain clients are refused, as Azure's default.
         #[arg(long)]
@@ -154,6 +167,9 @@ fn main() -> Result<()> {
             tls_cert,
             tls_key,
             principals,
+            principals_by_object_id,
+            tenant,
+            passthrough_non_entra,
             secure_transport_not_required,
         } => rt.block_on(pg_front(PgFrontArgs {
             config,
@@ -162,6 +178,9 @@ fn main() -> Result<()> {
             upstream_password_env,
             tls: (tls_cert, tls_key),
             principals,
+            principals_by_object_id,
+            tenant,
+            passthrough_non_entra,
             require_secure_transport: !secure_transport_not_required,
         })),
         Command::ExampleConfig { json } => {
@@ -255,7 +274,21 @@ struct PgFrontArgs {
     upstream_password_env: Option<String>,
     tls: (PathBuf, PathBuf),
     principals: Vec<String>,
+    principals_by_object_id: Vec<String>,
+    tenant: Option<String>,
+    passthrough_non_entra: bool,
     require_secure_transport: bool,
+}
+
+/// `ROLE=ID` of `flag`, both sides non-empty.
+fn role_binding<'a>(flag: &str, value: &'a str, id: &str) -> Result<(&'a str, &'a str)> {
+    match value.split_once('=') {
+        Some((role, bound)) if !role.is_empty() && !bound.is_empty() => Ok((role, bound)),
+        _ => bail!(
+            "{flag} `{value}`: write ROLE={id}, e.g. {flag} movies-mi=<the identity's {}>",
+            id.to_lowercase().replace('_', " ")
+        ),
+    }
 }
 
 async fn pg_front(args: PgFrontArgs) -> Result<()> {
@@ -273,12 +306,10 @@ async fn pg_front(args: PgFrontArgs) -> Result<()> {
         }
         None => RsaSigningKey::entra_test_key(),
     };
-    let mut tenant = None;
+    let mut tenant: Option<&str> = args.tenant.as_deref();
     let mut bound = Vec::new();
     for p in &args.principals {
-        let Some((role, client_id)) = p.split_once('=') else {
-            bail!("--principal `{p}`: write ROLE=CLIENT_ID, e.g. --principal movies-mi=<the identity's client id>");
-        };
+        let (role, client_id) = role_binding("--principal", p, "CLIENT_ID")?;
         let (t, app) = config
             .tenants
             .iter()
@@ -295,7 +326,7 @@ async fn pg_front(args: PgFrontArgs) -> Result<()> {
                 )
             })?;
         if tenant.is_some_and(|x: &str| x != t.tenant_id) {
-            bail!("--principal: every principal must belong to one tenant (the server's)");
+            bail!("--principal {p}: the identity is in tenant {}, but the server's tenant is {}: every principal must belong to the server's tenant", t.tenant_id, tenant.unwrap_or_default());
         }
         tenant = Some(t.tenant_id.as_str());
         bound.push(EntraPrincipal::service_principal(
@@ -304,7 +335,24 @@ async fn pg_front(args: PgFrontArgs) -> Result<()> {
             client_id,
         ));
     }
-    let tenant = tenant.context("at least one --principal is needed")?;
+    for p in &args.principals_by_object_id {
+        let (role, object_id) = role_binding("--principal-object-id", p, "OBJECT_ID")?;
+        bound.push(EntraPrincipal::by_object_id(role, object_id));
+    }
+    if bound.is_empty() && !args.passthrough_non_entra {
+        bail!("pg-front admits nobody: bind a role with --principal ROLE=CLIENT_ID or --principal-object-id ROLE=OBJECT_ID, or relay native roles with --passthrough-non-entra");
+    }
+    let tenant = match tenant {
+        Some(t) => t,
+        None => match config.tenants.as_slice() {
+            [only] => only.tenant_id.as_str(),
+            _ => bail!(
+                "{} has {} tenants: name the server's with --tenant",
+                args.config.display(),
+                config.tenants.len()
+            ),
+        },
+    };
     let upstream_addr = tokio::net::lookup_host(&args.upstream)
         .await
         .with_context(|| format!("resolving --upstream {}", args.upstream))?
@@ -328,6 +376,9 @@ async fn pg_front(args: PgFrontArgs) -> Result<()> {
     .with_secure_transport_required(args.require_secure_transport);
     for p in bound {
         front = front.with_principal(p);
+    }
+    if args.passthrough_non_entra {
+        front = front.with_passthrough_non_entra(Upstream::Tcp(upstream_addr));
     }
     if let Some(var) = &args.upstream_password_env {
         let pw = std::env::var(var)

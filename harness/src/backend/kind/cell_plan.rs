@@ -77,7 +77,8 @@ pub fn settings_for(cell: &CellSpec<'_>) -> anyhow::Result<KindSettings> {
             &pg.host,
             UPSTREAM_PLACEHOLDER,
         )
-        .with_principal(&pg.user, &registered),
+        .with_role_binding(crate::azure_postgres::role_binding(s, &registered))
+        .with_secure_transport_required(s.file.postgres.require_tls),
     })
 }
 

@@ -7,7 +7,6 @@
 
 use crate::postgres::container::{ContainerError, ContainerPostgres, ContainerPostgresConfig};
 
-use super::mock_aad::front_args;
 use super::{KindError, KindPlan, KindSettings, KIND_DOCKER_NETWORK};
 
 /// Errors bringing a kind environment up.
@@ -61,8 +60,7 @@ impl KindEnvironment {
             .network_addr()
             .expect("a container started with a network has an address on it");
         clock.end("PostgreSQL container");
-        settings.mock_aad.postgres_upstream = upstream;
-        settings.mock_aad.front_args = front_args(upstream, &settings.mock_aad.principals);
+        settings.mock_aad = settings.mock_aad.with_postgres_upstream(upstream);
         let plan = KindPlan::render(&settings)?;
         // Creation already happened; run the rest in order.
         for command in plan.commands()?.into_iter().skip(1) {

@@ -9,7 +9,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use mock_aad::pg_front::EntraPrincipal;
 use serde_json::{json, Value};
+
+use crate::azure_postgres::RoleBinding;
 
 use super::HARNESS_NAMESPACE;
 
@@ -109,8 +112,29 @@ pub struct MockAadInCluster {
     pub entra_args: Vec<String>,
     /// Arguments of the `pg-front` container.
     pub front_args: Vec<String>,
-    /// PostgreSQL roles bound to Entra identities: (role, client id), like `pgaadauth_create_principal`.
-    pub principals: Vec<(String, String)>,
+    /// Who logs in through the front, rendered into [`front_args`].
+    pub front_logins: FrontLogins,
+}
+
+/// Who logs in through the `pg-front` container, as its flags say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontLogins {
+    /// PostgreSQL roles bound to Entra identities (`--principal`, `--principal-object-id`).
+    pub principals: Vec<EntraPrincipal>,
+    /// Native roles are relayed to the server, which checks their password (`--passthrough-non-entra`).
+    pub passthrough_non_entra: bool,
+    /// Azure's `require_secure_transport` (off: `--secure-transport-not-required`).
+    pub secure_transport_required: bool,
+}
+
+impl Default for FrontLogins {
+    fn default() -> Self {
+        Self {
+            principals: Vec::new(),
+            passthrough_non_entra: false,
+            secure_transport_required: true,
+        }
+    }
 }
 
 /// `mock-aad serve` in the cluster: the mounted config and TLS material, listening on all addresses.
@@ -134,8 +158,10 @@ pub fn entra_args() -> Vec<String> {
 }
 
 /// The Entra-auth front in the cluster: TLS with the same certificate, tokens checked against the Entra
-/// config's tenants, sessions relayed to `postgres_upstream`.
-pub fn front_args(postgres_upstream: SocketAddr, principals: &[(String, String)]) -> Vec<String> {
+/// config's tenants, sessions relayed to `postgres_upstream`, `logins` as flags. A principal with a client id is
+/// `--principal ROLE=CLIENT_ID` (the command looks the object id up in the config); one with only an object id is
+/// `--principal-object-id ROLE=OBJECT_ID`.
+pub fn front_args(postgres_upstream: SocketAddr, logins: &FrontLogins) -> Vec<String> {
     let mut args: Vec<String> = [
         "pg-front".to_string(),
         "--config".to_string(),
@@ -150,9 +176,21 @@ pub fn front_args(postgres_upstream: SocketAddr, principals: &[(String, String)]
         format!("{TLS_DIR}/tls.key"),
     ]
     .to_vec();
-    for (role, client_id) in principals {
-        args.push("--principal".to_string());
-        args.push(format!("{role}={client_id}"));
+    for p in &logins.principals {
+        let (flag, id) = match (&p.app_id, &p.object_id) {
+            (Some(client_id), _) => ("--principal", client_id),
+            (None, Some(object_id)) => ("--principal-object-id", object_id),
+            // Names no identity, so matches no token: nothing to bind.
+            (None, None) => continue,
+        };
+        args.push(flag.to_string());
+        args.push(format!("{}={id}", p.role));
+    }
+    if logins.passthrough_non_entra {
+        args.push("--passthrough-non-entra".to_string());
+    }
+    if !logins.secure_transport_required {
+        args.push("--secure-transport-not-required".to_string());
     }
     args
 }
@@ -195,15 +233,41 @@ impl MockAadInCluster {
             postgres_host: postgres_host.into(),
             postgres_upstream,
             entra_args: entra_args(),
-            front_args: front_args(postgres_upstream, &[]),
-            principals: Vec::new(),
+            front_args: front_args(postgres_upstream, &FrontLogins::default()),
+            front_logins: FrontLogins::default(),
         }
     }
 
-    /// Bind a PostgreSQL role to the identity with this client id in the front (`--principal`).
-    pub fn with_principal(mut self, role: impl Into<String>, client_id: impl Into<String>) -> Self {
-        self.principals.push((role.into(), client_id.into()));
-        self.front_args = front_args(self.postgres_upstream, &self.principals);
+    /// Bind a PostgreSQL role to the config's identity with this client id in the front (`--principal`).
+    pub fn with_principal(self, role: impl Into<String>, client_id: impl Into<String>) -> Self {
+        self.with_role_binding(RoleBinding::Entra(EntraPrincipal::by_app_id(
+            role, client_id,
+        )))
+    }
+
+    /// The scenario's role as the front admits it: an Entra principal, or a native role relayed to the server.
+    pub fn with_role_binding(mut self, binding: RoleBinding) -> Self {
+        match binding {
+            RoleBinding::Entra(p) => self.front_logins.principals.push(p),
+            RoleBinding::Native => self.front_logins.passthrough_non_entra = true,
+        }
+        self.with_front_logins_rendered()
+    }
+
+    /// Azure's `require_secure_transport` for the front (on unless turned off).
+    pub fn with_secure_transport_required(mut self, required: bool) -> Self {
+        self.front_logins.secure_transport_required = required;
+        self.with_front_logins_rendered()
+    }
+
+    /// The PostgreSQL container's address on the kind network, known once it runs.
+    pub fn with_postgres_upstream(mut self, upstream: SocketAddr) -> Self {
+        self.postgres_upstream = upstream;
+        self.with_front_logins_rendered()
+    }
+
+    fn with_front_logins_rendered(mut self) -> Self {
+        self.front_args = front_args(self.postgres_upstream, &self.front_logins);
         self
     }
 
